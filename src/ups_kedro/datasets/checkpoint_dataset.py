@@ -1,0 +1,56 @@
+"""Self-describing model checkpoints as a Kedro dataset.
+
+A checkpoint is one plain dict — ``kind`` (model registry name), ``config`` (plain values),
+``state_dict``, optional ``ema_state_dict``, ``normaliser`` and ``lineage`` (encoder hash,
+split-manifest hash, config hash, git commit, MLflow run id, upstream checkpoints) — so the
+weights are never orphaned from the shape that produced them.  It is saved atomically and
+loaded with ``weights_only=True``, so loading an untrusted file cannot execute code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+from kedro.io import AbstractDataset, DatasetError
+
+from ups_kedro.training.checkpoint import atomic_torch_save
+
+REQUIRED_KEYS = ("kind", "config", "state_dict")
+
+
+class CheckpointDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
+    """Save/load a checkpoint dict at ``filepath`` (``.pt``, local filesystem)."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Any]:
+        path = Path(self._filepath)
+        if not path.is_file():
+            raise DatasetError(
+                f"checkpoint {path} does not exist: run the pipeline that trains it first"
+            )
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        _check(ckpt, path)
+        return ckpt
+
+    def save(self, data: dict[str, Any]) -> None:
+        _check(data, Path(self._filepath))
+        atomic_torch_save(data, self._filepath)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+def _check(ckpt: Any, path: Path) -> None:
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise DatasetError(
+            f"{path} is not a ups_kedro checkpoint: expected keys {REQUIRED_KEYS}, got {have}"
+        )

@@ -1,0 +1,66 @@
+"""Project hooks: lineage tags on every MLflow run.
+
+kedro-mlflow starts one MLflow run per ``kedro run``; these hooks add what a reader of the
+MLflow UI needs to reproduce it: the git commit (and whether the tree was dirty), the Kedro
+configuration environment and the pipeline names.  Stage nodes add their own lineage tags
+(the upstream checkpoints they consumed).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from typing import Any
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+
+from ups_kedro.paths import project_root, set_project_root
+
+logger = logging.getLogger(__name__)
+
+
+def git_state() -> dict[str, str]:
+    """Commit hash and dirty flag of the project checkout ('unknown' outside git)."""
+    root = project_root()
+
+    def _git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr.strip())
+        return out.stdout.strip()
+
+    try:
+        commit = _git("rev-parse", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+class LineageHooks:
+    """Pin the project root, and tag each kedro-mlflow run with git commit, env and pipeline."""
+
+    # tryfirst: kedro-mlflow reads mlflow.yml (whose resolvers need the root) in its own
+    # after_context_created.
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        set_project_root(context.project_path)
+
+    # trylast: kedro-mlflow's own before_pipeline_run must have started the run first.
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        if mlflow.active_run() is None:
+            return
+        pipelines = run_params.get("pipeline_names") or [
+            run_params.get("pipeline_name") or "__default__"
+        ]
+        tags = {
+            **{f"ups.{k}": v for k, v in git_state().items()},
+            "ups.config_env": run_params.get("env") or "local",
+            "ups.pipeline": "+".join(pipelines),
+        }
+        mlflow.set_tags(tags)
+        logger.info("MLflow lineage tags: %s", tags)

@@ -1,0 +1,214 @@
+"""Any-point decoder: latent tokens + query coordinates -> field values at those points.
+
+Perceiver-IO style cross-attention (queries attend to the tokens) plus *local* features in the
+spirit of local implicit functions (LIIF): every query also reads the tokens of the cell corners
+around it (2 in 1D, 4 in 2D), each combined non-linearly with the query's offset from that
+token, and blends them with periodic (bi)linear interpolation weights.  The local path is what
+lets a few dozen tokens represent sharp fronts; the blend keeps the output continuous in the
+query position, so the decoder stays resolution-free ("any point").
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ups_kedro.models.layers import (
+    Mlp,
+    cell_centres,
+    check,
+    fourier_features,
+    token_positions,
+    tokens_per_axis,
+)
+
+
+@dataclass(frozen=True)
+class AnyPointDecoderConfig:
+    """Hyper-parameters of :class:`AnyPointDecoder`.
+
+    Attributes:
+        latent_dim: token width ``D``.
+        out_channels: output fields ``C`` (one MLP head each).
+        spatial_dims: 1 or 2.
+        latent_tokens: ``N``; in 2D a perfect square.
+        hidden_dim: query/token width inside the decoder; divisible by ``num_heads``.
+        num_layers: cross-attention blocks (0 = local features only).
+        num_heads: attention heads.
+        fourier_freqs: frequencies of the query and token positional features (periodic).
+        mlp_hidden: width of every MLP (block MLPs and the per-field heads).
+        local_features: add the interpolated local token features (see module docstring).
+        local_freqs: frequencies (in half-periods per token spacing) of the offset features.
+    """
+
+    latent_dim: int
+    out_channels: int
+    spatial_dims: int
+    latent_tokens: int
+    hidden_dim: int
+    num_layers: int = 2
+    num_heads: int = 4
+    fourier_freqs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    mlp_hidden: int = 128
+    local_features: bool = True
+    local_freqs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+
+    def validate(self, where: str = "any_point_decoder") -> None:
+        """Raise ``ValueError`` naming the offending field."""
+        check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
+        check(self.out_channels >= 1, where, "out_channels", f"must be >= 1, got {self.out_channels}")
+        check(self.spatial_dims in (1, 2), where, "spatial_dims", f"must be 1 or 2, got {self.spatial_dims}")
+        check(
+            self.latent_tokens >= 1 and tokens_per_axis(self.latent_tokens, self.spatial_dims) >= 1,
+            where,
+            "latent_tokens",
+            f"must be a positive perfect power {self.spatial_dims}, got {self.latent_tokens}",
+        )
+        check(self.hidden_dim >= 1, where, "hidden_dim", f"must be >= 1, got {self.hidden_dim}")
+        check(self.num_layers >= 0, where, "num_layers", f"must be >= 0, got {self.num_layers}")
+        check(
+            self.num_heads >= 1 and self.hidden_dim % self.num_heads == 0,
+            where,
+            "num_heads",
+            f"={self.num_heads} must be >= 1 and divide hidden_dim={self.hidden_dim}",
+        )
+        check(len(self.fourier_freqs) >= 1, where, "fourier_freqs", "must not be empty")
+        check(all(f > 0 for f in self.fourier_freqs), where, "fourier_freqs", "must be positive")
+        check(self.mlp_hidden >= 1, where, "mlp_hidden", f"must be >= 1, got {self.mlp_hidden}")
+        check(all(f > 0 for f in self.local_freqs), where, "local_freqs", "must be positive")
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm cross-attention (queries -> tokens) then a pre-norm MLP, both residual."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_hidden)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``x [B, Q, H]``, ``tokens [B, N, H]`` -> ``[B, Q, H]``."""
+        b, q_len, dim = x.shape
+        h = self.num_heads
+        q = self.q(self.norm_q(x)).reshape(b, q_len, h, dim // h).transpose(1, 2)  # [B, h, Q, hd]
+        kv = self.kv(self.norm_kv(tokens)).reshape(b, -1, 2, h, dim // h)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, h, N, hd]
+        a = F.scaled_dot_product_attention(q, k, v)  # [B, h, Q, hd]
+        x = x + self.out(a.transpose(1, 2).reshape(b, q_len, dim))
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class AnyPointDecoder(nn.Module):
+    """Decode ``z [B, N, D]`` at arbitrary periodic coordinates in ``[0, 1)^s``."""
+
+    def __init__(self, cfg: AnyPointDecoderConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        s, hid = cfg.spatial_dims, cfg.hidden_dim
+        self.side = tokens_per_axis(cfg.latent_tokens, s)
+        self.register_buffer("freqs", torch.tensor(cfg.fourier_freqs, dtype=torch.float32), persistent=False)
+        self.register_buffer("token_pos", token_positions(cfg.latent_tokens, s), persistent=False)
+        n_pos = 2 * s * len(cfg.fourier_freqs)
+
+        self.query_embed = nn.Linear(n_pos, hid)
+        self.token_proj = nn.Linear(cfg.latent_dim, hid)
+        self.token_pos_embed = nn.Linear(n_pos, hid)
+
+        if cfg.local_features:
+            # Corners of the token cell around a query: all 0/1 combinations over the axes.
+            bits = torch.tensor(list(itertools.product((0, 1), repeat=s)), dtype=torch.long)  # [K, s]
+            strides = torch.tensor([self.side ** (s - 1 - d) for d in range(s)], dtype=torch.long)
+            self.register_buffer("corner_bits", bits, persistent=False)
+            self.register_buffer("token_strides", strides, persistent=False)
+            self.register_buffer(
+                "local_freqs", torch.tensor(cfg.local_freqs, dtype=torch.float32), persistent=False
+            )
+            self.local_token_proj = nn.Linear(cfg.latent_dim, hid)
+            self.local_offset_proj = nn.Linear(s * (1 + 2 * len(cfg.local_freqs)), hid)
+            self.local_out = nn.Linear(hid, hid)
+
+        self.blocks = nn.ModuleList(
+            CrossAttentionBlock(hid, cfg.num_heads, cfg.mlp_hidden) for _ in range(cfg.num_layers)
+        )
+        self.head_norm = nn.LayerNorm(hid)
+        # One 2-layer MLP head per output field: the first layers of all heads are one Linear
+        # (H -> C*M); the second layers are a per-field weight vector (block diagonal).
+        c, m = cfg.out_channels, cfg.mlp_hidden
+        self.head_fc1 = nn.Linear(hid, c * m)
+        bound = 1.0 / math.sqrt(m)
+        self.head_w2 = nn.Parameter(torch.empty(c, m).uniform_(-bound, bound))
+        self.head_b2 = nn.Parameter(torch.empty(c).uniform_(-bound, bound))
+
+    def _local(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Interpolated local features: ``z [B, N, D]``, ``coords [Q, s] | [B, Q, s]`` -> ``[B, Q, H]``."""
+        side = self.side
+        t = coords.float() * side - 0.5  # token-grid coordinate; token j sits at t = j
+        base = torch.floor(t)
+        w = t - base  # [.., Q, s] in [0, 1): position inside the cell between 2^s tokens
+        bits = self.corner_bits  # [K, s]
+        idx = torch.remainder(base.long().unsqueeze(-2) + bits, side)  # periodic [.., Q, K, s]
+        flat = (idx * self.token_strides).sum(-1)  # [.., Q, K]
+        wq = w.unsqueeze(-2)  # [.., Q, 1, s]
+        weight = torch.where(bits.bool(), wq, 1.0 - wq).prod(-1)  # [.., Q, K]
+        offset = wq - bits  # query minus corner, in token spacings, in (-1, 1)
+        off_feats = torch.cat([offset, fourier_features(offset, self.local_freqs, math.pi)], -1)
+
+        tok = self.local_token_proj(z)  # [B, N, H]
+        b, hid = tok.shape[0], tok.shape[-1]
+        if flat.dim() == 2:  # coords shared by the batch
+            gathered = tok[:, flat.reshape(-1)]  # [B, Q*K, H]
+        else:
+            gathered = torch.gather(tok, 1, flat.reshape(b, -1, 1).expand(-1, -1, hid))
+        gathered = gathered.reshape(b, *flat.shape[-2:], hid)  # [B, Q, K, H]
+        a = F.gelu(gathered + self.local_offset_proj(off_feats))  # [B, Q, K, H]
+        local = (weight.unsqueeze(-1).to(a.dtype) * a).sum(-2)  # [B, Q, H]
+        return self.local_out(local)
+
+    def forward(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Decode at points.
+
+        Args:
+            z: latent tokens ``[B, N, D]``.
+            coords: ``[Q, s]`` (shared by the batch) or ``[B, Q, s]``, periodic in ``[0, 1)``.
+
+        Returns:
+            ``[B, Q, C]``.
+        """
+        b = z.shape[0]
+        coords = torch.remainder(coords, 1.0)
+        x = self.query_embed(fourier_features(coords, self.freqs))  # [Q, H] | [B, Q, H]
+        if coords.dim() == 2:
+            x = x.unsqueeze(0)
+        if self.cfg.local_features:
+            x = x + self._local(z, coords)
+        x = x.expand(b, -1, -1)
+        tokens = self.token_proj(z) + self.token_pos_embed(fourier_features(self.token_pos, self.freqs))
+        for block in self.blocks:
+            x = block(x, tokens)
+        h = F.gelu(self.head_fc1(self.head_norm(x)))  # [B, Q, C*M]
+        h = h.reshape(*h.shape[:-1], self.cfg.out_channels, self.cfg.mlp_hidden)
+        return (h * self.head_w2).sum(-1) + self.head_b2  # [B, Q, C]
+
+    def decode_grid(self, z: torch.Tensor, grid_shape: tuple[int, ...] | list[int]) -> torch.Tensor:
+        """Decode at the cell centres ``(i + 0.5) / n`` of a grid: ``-> [B, *grid_shape, C]``."""
+        grid_shape = tuple(int(n) for n in grid_shape)
+        if len(grid_shape) != self.cfg.spatial_dims:
+            raise ValueError(f"grid_shape {grid_shape} must have {self.cfg.spatial_dims} entries")
+        coords = cell_centres(grid_shape).to(z.device)
+        out = self.forward(z, coords)
+        return out.reshape(z.shape[0], *grid_shape, self.cfg.out_channels)
+
+
+__all__ = ["AnyPointDecoder", "AnyPointDecoderConfig", "CrossAttentionBlock"]

@@ -1,0 +1,69 @@
+"""Model kinds -> (config dataclass, module class), so a checkpoint can rebuild its module.
+
+A checkpoint stores ``{"kind": model_kind(m), "config": dataclasses.asdict(m.cfg), ...}``;
+``build_model(kind, config)`` rebuilds the same architecture.  Config dicts are parsed strictly
+by :func:`ups_kedro.config.parse`: unknown or missing keys raise ``ValueError`` naming them, and
+YAML/JSON lists become tuples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from ups_kedro.config import parse
+from ups_kedro.models.autoencoder import Autoencoder, AutoencoderConfig
+from ups_kedro.models.decoder import AnyPointDecoder, AnyPointDecoderConfig
+from ups_kedro.models.encoder import GridEncoder, GridEncoderConfig
+from ups_kedro.models.operator import LatentOperator, LatentOperatorConfig
+
+MODEL_KINDS: dict[str, tuple[type, type[nn.Module]]] = {
+    "grid_encoder": (GridEncoderConfig, GridEncoder),
+    "any_point_decoder": (AnyPointDecoderConfig, AnyPointDecoder),
+    "latent_operator": (LatentOperatorConfig, LatentOperator),
+    "autoencoder": (AutoencoderConfig, Autoencoder),
+}
+
+
+def _kind_entry(kind: str) -> tuple[type, type[nn.Module]]:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(MODEL_KINDS))}")
+    return MODEL_KINDS[kind]
+
+
+def build_config(kind: str, config: Mapping[str, Any] | Any) -> Any:
+    """Mapping (or an already-built config dataclass) -> validated config dataclass of ``kind``."""
+    cfg_cls, _ = _kind_entry(kind)
+    if isinstance(config, cfg_cls):
+        config.validate()
+        return config
+    if dataclasses.is_dataclass(config):
+        raise ValueError(f"model kind {kind!r} takes a {cfg_cls.__name__}, got {type(config).__name__}")
+    return parse(cfg_cls, config, kind)
+
+
+def build_model(kind: str, config: Mapping[str, Any] | Any) -> nn.Module:
+    """Build a freshly initialised module of ``kind`` from its config dict (or dataclass)."""
+    _, module_cls = _kind_entry(kind)
+    return module_cls(build_config(kind, config))
+
+
+def model_kind(module: nn.Module) -> str:
+    """The registry kind of ``module`` (unwraps ``torch.compile``'s ``_orig_mod``)."""
+    module = getattr(module, "_orig_mod", module)
+    for kind, (_, module_cls) in MODEL_KINDS.items():
+        if type(module) is module_cls:
+            return kind
+    raise ValueError(f"{type(module).__name__} is not a registered model kind")
+
+
+def model_config(module: nn.Module) -> dict[str, Any]:
+    """``dataclasses.asdict(module.cfg)``: the plain dict a checkpoint stores beside the weights."""
+    module = getattr(module, "_orig_mod", module)
+    return dataclasses.asdict(module.cfg)
+
+
+__all__ = ["MODEL_KINDS", "build_config", "build_model", "model_config", "model_kind"]

@@ -1,0 +1,5 @@
+"""``operator`` pipeline (Stage 1): the latent PDE-Transformer."""
+
+from ups_kedro.pipelines.operator.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

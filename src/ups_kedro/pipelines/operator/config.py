@@ -1,0 +1,45 @@
+"""Typed parameters of the ``operator`` pipeline (``parameters_operator.yml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ups_kedro.training.config import TrainConfig
+from ups_kedro.training.operator import OperatorLossConfig
+
+
+@dataclass(frozen=True)
+class OperatorModelParams:
+    """LatentOperator sizes.  ``input_dim``/``tokens`` default to the latents' own layout; if
+    set, they must match it (a mismatch is a configuration error before any training)."""
+
+    input_dim: int | None = None
+    tokens: int | None = None
+    architecture: str = "pdet_unet"
+    hidden_dim: int = 96
+    group_size: int = 12
+    num_heads: int = 6
+    depths: tuple[int, ...] = (1, 1, 1)
+    mlp_ratio: float = 2.0
+    time_embed_dim: int = 64
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class OperatorEvalParams:
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class OperatorStageConfig:
+    model: OperatorModelParams = field(default_factory=OperatorModelParams)
+    loss: OperatorLossConfig = field(default_factory=OperatorLossConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=64))
+    time_stride: int = 1
+    val_start_stride: int = 4   # validate on every 4th start frame (cheaper, same distribution)
+    eval: OperatorEvalParams = field(default_factory=OperatorEvalParams)
+    state_dir: str = "data/06_models/state/operator"
+
+    def validate(self) -> None:
+        if self.time_stride < 1:
+            raise ValueError(f"time_stride must be ≥ 1, got {self.time_stride}")

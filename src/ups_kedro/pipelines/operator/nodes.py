@@ -1,0 +1,137 @@
+"""Nodes of the ``operator`` pipeline (Stage 1): train the latent PDE-Transformer, score it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from ups_kedro.config import ConfigError, parse
+from ups_kedro.data.torch_data import LatentPairDataset
+from ups_kedro.datasets.array_dataset import ArrayBundle
+from ups_kedro.evaluation import metrics
+from ups_kedro.evaluation.rollout import latent_rollout, one_step_rollout, persistence_rollout, scored_frames
+from ups_kedro.models.registry import build_model
+from ups_kedro.paths import project_root
+from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
+from ups_kedro.pipelines.operator.config import OperatorStageConfig
+from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
+from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
+from ups_kedro.training.checkpoint import run_fingerprint
+from ups_kedro.training.loop import fit
+from ups_kedro.training.operator import OperatorTask
+
+logger = logging.getLogger(__name__)
+STAGE = "operator"
+
+
+def _config(params: dict[str, Any]) -> OperatorStageConfig:
+    return parse(OperatorStageConfig, params, STAGE)
+
+
+def check_latents(autoencoder_ckpt: dict, *latents: ArrayBundle) -> str:
+    """Refuse latents that another encoder produced; returns the encoder hash."""
+    expected = autoencoder_ckpt["lineage"]["encoder_hash"]
+    for bundle in latents:
+        require_same(f"encoder of latents_{bundle.meta['split']}", expected,
+                     bundle.meta.get("encoder_hash"),
+                     "These latents were written by another autoencoder: re-run "
+                     "`kedro run --pipeline autoencoder` so checkpoint and latents agree.")
+    return expected
+
+
+def build_operator(cfg: OperatorStageConfig, latents_shape: tuple[int, ...]):
+    """LatentOperator sized from the parameters and the latents' [.., tokens, dim] layout."""
+    tokens, dim = int(latents_shape[-2]), int(latents_shape[-1])
+    m = cfg.model
+    if m.input_dim is not None and m.input_dim != dim:
+        raise ConfigError(f"operator.model.input_dim={m.input_dim} must equal the latent dim "
+                          f"autoencoder.latent.dim={dim} (or be null to follow it)")
+    if m.tokens is not None and m.tokens != tokens:
+        raise ConfigError(f"operator.model.tokens={m.tokens} must equal autoencoder.latent.tokens"
+                          f"={tokens} (or be null to follow it)")
+    return build_model("latent_operator", {
+        "latent_dim": dim, "latent_tokens": tokens, "hidden_dim": m.hidden_dim,
+        "group_size": m.group_size, "num_heads": m.num_heads, "time_embed_dim": m.time_embed_dim,
+        "architecture": m.architecture, "depths": list(m.depths), "mlp_ratio": m.mlp_ratio,
+        "dropout": m.dropout})
+
+
+def train_operator(
+    latents_train: ArrayBundle, latents_val: ArrayBundle, autoencoder_checkpoint: dict,
+    fields_train: ArrayBundle, fields_val: ArrayBundle, params: dict[str, Any],
+) -> dict:
+    """Train the LatentOperator on latent transitions; the checkpoint carries its lineage."""
+    cfg = _config(params)
+    encoder_hash = check_latents(autoencoder_checkpoint, latents_train, latents_val)
+    torch.manual_seed(cfg.train.seed)
+    model = build_operator(cfg, latents_train.array.shape)
+    autoencoder = freeze(load_module(autoencoder_checkpoint)) if cfg.loss.needs_fields else None
+    normaliser = autoencoder_checkpoint["normaliser"]
+    dt = cfg.time_stride * float(latents_train.meta["dt"])
+
+    def pairs(latents: ArrayBundle, fields: ArrayBundle, starts=None) -> LatentPairDataset:
+        return LatentPairDataset(
+            latents.array, horizon=cfg.loss.horizon, time_stride=cfg.time_stride,
+            fields=fields.array if cfg.loss.needs_fields else None,
+            normaliser=normaliser if cfg.loss.needs_fields else None, starts=starts)
+
+    train = pairs(latents_train, fields_train)
+    val = pairs(latents_val, fields_val,
+                starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
+    tag_upstream(STAGE, encoder_hash=encoder_hash,
+                 autoencoder_run=autoencoder_checkpoint["lineage"].get("mlflow_run_id"))
+    result = fit(model, OperatorTask(cfg.loss, dt, autoencoder), train, val, cfg.train,
+                 stage=STAGE, state_dir=project_root() / cfg.state_dir,
+                 fingerprint=run_fingerprint(cfg, encoder_hash),
+                 on_epoch_end=epoch_logger(STAGE))
+    return make_checkpoint(
+        model, result, train_config=cfg.train, normaliser=normaliser,
+        lineage=make_lineage(
+            STAGE, cfg, encoder_hash=encoder_hash,
+            split_manifest_hash=latents_train.meta["split_manifest_hash"],
+            autoencoder_run_id=autoencoder_checkpoint["lineage"].get("mlflow_run_id")),
+        extra={"dt": dt, "time_stride": cfg.time_stride})
+
+
+def evaluate_operator(operator_checkpoint: dict, autoencoder_checkpoint: dict,
+                      fields_val: ArrayBundle, params: dict[str, Any]) -> dict:
+    """Decoded one-step and full-rollout nRMSE on validation, beside persistence (PDEBench)."""
+    cfg = _config(params)
+    require_same("encoder", autoencoder_checkpoint["lineage"]["encoder_hash"],
+                 operator_checkpoint["lineage"]["encoder_hash"],
+                 "The operator was trained on another autoencoder's latents: re-run the operator.")
+    operator, ae = load_module(operator_checkpoint), load_module(autoencoder_checkpoint)
+    dt, stride = operator_checkpoint["dt"], operator_checkpoint["time_stride"]
+    fields = np.asarray(fields_val.array, dtype=np.float32)
+    initial_step = int(fields_val.meta["initial_step"])
+    truth = fields[:, scored_frames(fields.shape[1], initial_step, stride)]
+    normaliser = autoencoder_checkpoint["normaliser"]
+
+    def step(z):
+        return operator(z, dt)
+
+    variants = {
+        "persistence": persistence_rollout(fields, initial_step, stride),
+        "operator": latent_rollout(fields, normaliser, ae.encode, step, ae.decode, initial_step,
+                                   stride, cfg.eval.batch_size),
+        "operator_one_step": one_step_rollout(fields, normaliser, ae.encode, step, ae.decode,
+                                              initial_step, stride, cfg.eval.batch_size),
+    }
+    out: dict[str, float] = {}
+    for name, pred in variants.items():
+        summary = metrics.summarise(pred, truth)
+        for key in ("nrmse", "nrmse_h1", "nrmse_h5", "nrmse_h10", "nrmse_last", "rmse",
+                    "corr_steps_0.95"):
+            if key in summary:
+                out[f"val_{name}_{key}"] = summary[key]
+    log_metrics(STAGE, out)
+    ratio = out["val_persistence_nrmse"] / max(out["val_operator_nrmse"], 1e-12)
+    out["val_rollout_gain_vs_persistence"] = ratio
+    log_metrics(STAGE, {"val_rollout_gain_vs_persistence": ratio})
+    logger.info("operator (val): rollout nRMSE %.4g, one-step %.4g, persistence %.4g (%.1fx)",
+                out["val_operator_nrmse"], out["val_operator_one_step_nrmse"],
+                out["val_persistence_nrmse"], ratio)
+    return out

@@ -1,0 +1,43 @@
+"""MLflow glue for nodes: the only place stage code talks to MLflow.
+
+Training code never imports mlflow; nodes pass :func:`epoch_logger` as its callback.  Every
+metric is named ``<stage>/<name>`` and logged to the kedro-mlflow run of this ``kedro run``
+(nothing is logged when no run is active, e.g. in plain unit tests).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import mlflow
+
+
+def log_metrics(stage: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log finite numeric metrics as ``<stage>/<name>`` on the active run, if any."""
+    if mlflow.active_run() is None:
+        return
+    clean = {f"{stage}/{k}": float(v) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and math.isfinite(float(v))}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def epoch_logger(stage: str) -> Callable[[int, Mapping[str, float]], None]:
+    """Callback for the training engine: per-epoch metrics with the epoch as MLflow step."""
+
+    def _log(epoch: int, metrics: Mapping[str, float]) -> None:
+        log_metrics(stage, metrics, step=epoch)
+
+    return _log
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    """Set lineage tags on the active run, if any."""
+    if mlflow.active_run() is not None:
+        mlflow.set_tags(dict(tags))
+
+
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None

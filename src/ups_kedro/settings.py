@@ -1,0 +1,33 @@
+"""Kedro project settings for ups_kedro.
+
+Two things here matter beyond Kedro's defaults:
+
+* Parameters from a non-base environment are *soft*-merged into ``conf/base`` so that
+  ``conf/smoke`` (or ``conf/gpu``) overrides only the keys it names.
+* The MLflow tracking store and artifact root are anchored at the project root whatever
+  the current directory (``sqlite:///mlflow.db`` would otherwise resolve against the cwd and
+  silently create a second database).  Tests point both somewhere else through the
+  ``MLFLOW_TRACKING_URI`` / ``UPS_MLFLOW_ARTIFACT_ROOT`` environment variables.
+"""
+
+from __future__ import annotations
+
+from kedro.config import OmegaConfigLoader
+
+from ups_kedro.hooks import LineageHooks
+from ups_kedro.paths import mlflow_artifact_root, mlflow_tracking_uri, project_root
+
+HOOKS = (LineageHooks(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
+    "custom_resolvers": {
+        "ups.project_root": lambda: str(project_root()),
+        "ups.tracking_uri": mlflow_tracking_uri,
+        "ups.artifact_root": mlflow_artifact_root,
+    },
+}

@@ -1,0 +1,77 @@
+"""The autoencoder stage's losses (the original's "inverse" losses, made to train something).
+
+* ``inv_enc`` — reconstruction: MSE(decode(encode(u)), u), in normalised units;
+* ``inv_dec`` — latent consistency: MSE(encode(decode(z)), z) with z = encode(u) held fixed
+  as the target, so a decoded latent re-encodes to itself (the operator's predictions then stay
+  on the latent manifold the decoder understands).
+
+Validation also reports ``recon_nrmse``: PDEBench's per-frame nRMSE of the reconstruction in
+physical (de-normalised) units — the floor under every later stage's error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ups_kedro.training.losses import mse
+
+
+@dataclass(frozen=True)
+class AutoencoderLossConfig:
+    """Weights of the two autoencoder losses."""
+
+    lambda_inv_enc: float = 1.0
+    lambda_inv_dec: float = 0.1
+
+    def validate(self) -> None:
+        if self.lambda_inv_enc <= 0:
+            raise ValueError(f"loss.lambda_inv_enc must be > 0, got {self.lambda_inv_enc}")
+        if self.lambda_inv_dec < 0:
+            raise ValueError(f"loss.lambda_inv_dec must be ≥ 0, got {self.lambda_inv_dec}")
+
+
+def physical_nrmse(pred: Tensor, true: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Mean over samples and channels of ‖pred−true‖/‖true‖ over space, in physical units.
+
+    Args:
+        pred, true: [B, *space, C] normalised fields; mean, std: [C].
+    """
+    p, t = pred * std + mean, true * std + mean
+    dims = tuple(range(1, pred.ndim - 1))
+    err = torch.linalg.vector_norm(p - t, dim=dims)
+    ref = torch.linalg.vector_norm(t, dim=dims).clamp_min(1e-12)
+    return (err / ref).mean()
+
+
+class AutoencoderTask:
+    """``StageTask`` for :class:`~ups_kedro.models.autoencoder.Autoencoder` on ``{"u": [B, *space, C]}``."""
+
+    def __init__(self, loss: AutoencoderLossConfig, mean: Tensor, std: Tensor) -> None:
+        self.loss, self.mean, self.std = loss, mean, std
+
+    def _losses(self, model: nn.Module, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        z = model.encode(u)
+        u_hat = model.decode(z)
+        inv_enc = mse(u_hat, u)
+        if self.loss.lambda_inv_dec > 0:
+            inv_dec = mse(model.encode(u_hat), z.detach())
+        else:
+            inv_dec = torch.zeros((), device=u.device)
+        total = self.loss.lambda_inv_enc * inv_enc + self.loss.lambda_inv_dec * inv_dec
+        return total, inv_enc, inv_dec, u_hat
+
+    def training_loss(self, model: nn.Module, batch: dict[str, Tensor], epoch: int
+                      ) -> tuple[Tensor, dict[str, float]]:
+        total, inv_enc, inv_dec, _ = self._losses(model, batch["u"])
+        return total, {"inv_enc": inv_enc.item(), "inv_dec": inv_dec.item()}
+
+    def validation_loss(self, model: nn.Module, batch: dict[str, Tensor]
+                        ) -> tuple[Tensor, dict[str, float]]:
+        u = batch["u"]
+        total, inv_enc, inv_dec, u_hat = self._losses(model, u)
+        nrmse = physical_nrmse(u_hat.float(), u.float(), self.mean.to(u.device), self.std.to(u.device))
+        return total, {"inv_enc": inv_enc.item(), "inv_dec": inv_dec.item(),
+                       "recon_nrmse": nrmse.item()}

@@ -1,0 +1,170 @@
+"""Typed training parameters shared by every stage (the ``<stage>.train`` block).
+
+Each stage's ``parameters_<stage>.yml`` holds a ``train:`` mapping that
+:func:`ups_kedro.config.parse` turns into a :class:`TrainConfig`.  Every key has exactly one
+default, here.  ``validate(where)`` checks ranges and names the full key path in its message
+(``operator.train.accum_steps must be ≥ 1, got 0``), so a bad value fails before any training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ups_kedro.config import ConfigError
+
+OptimizerName = Literal["adam", "adamw", "sgd"]
+SchedulerName = Literal["none", "steplr", "cosineannealinglr", "reducelronplateau"]
+
+OPTIMIZER_NAMES: tuple[str, ...] = ("adam", "adamw", "sgd")
+SCHEDULER_NAMES: tuple[str, ...] = ("none", "steplr", "cosineannealinglr", "reducelronplateau")
+
+
+def _require(ok: bool, message: str) -> None:
+    """Raise a :class:`ConfigError` (a ``ValueError``) with ``message`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer choice and hyper-parameters.
+
+    ``betas`` apply to adam/adamw, ``momentum`` to sgd; the others are ignored by design so that
+    switching ``name`` needs no other edit.
+    """
+
+    name: OptimizerName = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+
+    def validate(self, where: str = "optimizer") -> None:
+        _require(
+            self.name in OPTIMIZER_NAMES,
+            f"{where}.name must be one of {OPTIMIZER_NAMES}, got {self.name!r}",
+        )
+        _require(
+            math.isfinite(self.lr) and self.lr > 0, f"{where}.lr must be > 0, got {self.lr}"
+        )
+        _require(
+            self.weight_decay >= 0, f"{where}.weight_decay must be ≥ 0, got {self.weight_decay}"
+        )
+        _require(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            f"{where}.betas must be two values in [0, 1), got {self.betas}",
+        )
+        _require(
+            0.0 <= self.momentum < 1.0, f"{where}.momentum must be in [0, 1), got {self.momentum}"
+        )
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Per-epoch learning-rate schedule, with an optional linear warm-up in front.
+
+    ``steplr`` uses ``step_size``/``gamma``; ``cosineannealinglr`` uses ``t_max`` (``None``:
+    the epochs left after warm-up) and ``eta_min``; ``reducelronplateau`` uses ``factor`` and
+    ``patience`` and watches the validation loss.  ``warmup_epochs`` > 0 ramps the learning
+    rate linearly from ``lr/(warmup_epochs+1)`` up to ``lr`` before the main schedule starts.
+    """
+
+    name: SchedulerName = "none"
+    step_size: int = 10
+    gamma: float = 0.5
+    t_max: int | None = None
+    eta_min: float = 0.0
+    factor: float = 0.5
+    patience: int = 3
+    warmup_epochs: int = 0
+
+    def validate(self, where: str = "scheduler") -> None:
+        _require(
+            self.name in SCHEDULER_NAMES,
+            f"{where}.name must be one of {SCHEDULER_NAMES}, got {self.name!r}",
+        )
+        _require(self.step_size >= 1, f"{where}.step_size must be ≥ 1, got {self.step_size}")
+        _require(0.0 < self.gamma <= 1.0, f"{where}.gamma must be in (0, 1], got {self.gamma}")
+        _require(
+            self.t_max is None or self.t_max >= 1,
+            f"{where}.t_max must be ≥ 1 or null, got {self.t_max}",
+        )
+        _require(self.eta_min >= 0, f"{where}.eta_min must be ≥ 0, got {self.eta_min}")
+        _require(0.0 < self.factor < 1.0, f"{where}.factor must be in (0, 1), got {self.factor}")
+        _require(self.patience >= 0, f"{where}.patience must be ≥ 0, got {self.patience}")
+        _require(
+            self.warmup_epochs >= 0, f"{where}.warmup_epochs must be ≥ 0, got {self.warmup_epochs}"
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one stage trains.
+
+    ``batch_size`` is the micro-batch; one optimizer step sees ``batch_size * accum_steps``
+    samples.  ``grad_clip`` is a max global L2 norm (``None``: no clipping; the norm is still
+    measured).  ``ema_decay`` enables an EMA of the weights that is also what validation and
+    model selection use.  ``amp`` turns on bf16 autocast (CPU and CUDA).  ``patience`` stops
+    after that many epochs without a validation improvement, ``target_loss`` as soon as the
+    validation loss reaches it.  ``checkpoint_interval`` > 0 also keeps weights every that many
+    epochs.  ``num_workers`` 0 loads batches in the training process (exact resume is tested
+    there).  ``eval_batch_size`` defaults to ``batch_size``.
+    """
+
+    epochs: int
+    batch_size: int
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    accum_steps: int = 1
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    ema_warmup: bool = True
+    amp: bool = False
+    compile: bool = False
+    patience: int | None = None
+    target_loss: float | None = None
+    checkpoint_interval: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+
+    def validate(self, where: str = "train") -> None:
+        # epochs 0 is legal: a stage can be switched off (stage 4 in the original).
+        _require(self.epochs >= 0, f"{where}.epochs must be ≥ 0, got {self.epochs}")
+        _require(self.batch_size >= 1, f"{where}.batch_size must be ≥ 1, got {self.batch_size}")
+        _require(self.accum_steps >= 1, f"{where}.accum_steps must be ≥ 1, got {self.accum_steps}")
+        _require(
+            self.grad_clip is None or self.grad_clip > 0,
+            f"{where}.grad_clip must be > 0 or null, got {self.grad_clip}",
+        )
+        _require(
+            self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
+            f"{where}.ema_decay must be in (0, 1) or null, got {self.ema_decay}",
+        )
+        _require(
+            self.patience is None or self.patience >= 1,
+            f"{where}.patience must be ≥ 1 or null, got {self.patience}",
+        )
+        _require(
+            self.target_loss is None or math.isfinite(self.target_loss),
+            f"{where}.target_loss must be a finite number or null, got {self.target_loss}",
+        )
+        _require(
+            self.checkpoint_interval >= 0,
+            f"{where}.checkpoint_interval must be ≥ 0 (0: none), got {self.checkpoint_interval}",
+        )
+        _require(
+            self.device == "cpu" or self.device.startswith(("cuda", "mps")),
+            f"{where}.device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}",
+        )
+        _require(
+            self.eval_batch_size is None or self.eval_batch_size >= 1,
+            f"{where}.eval_batch_size must be ≥ 1 or null, got {self.eval_batch_size}",
+        )
+        _require(self.num_workers >= 0, f"{where}.num_workers must be ≥ 0, got {self.num_workers}")
+        self.optimizer.validate(f"{where}.optimizer")
+        self.scheduler.validate(f"{where}.scheduler")

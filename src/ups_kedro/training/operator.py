@@ -1,0 +1,124 @@
+"""Stage 1 losses for the latent operator, with the original's names and curriculum.
+
+Batches come from :class:`~ups_kedro.data.torch_data.LatentPairDataset`:
+``{"z": [B, N, D], "z_next": [B, H, N, D]}`` and, when physical losses are on,
+``"u_next": [B, H, *space, C]`` (normalised fields of the target frames).
+
+Losses (weights in :class:`OperatorLossConfig`):
+
+* ``forward``  — MSE(Op(z), z_next[0]) in latent space;
+* ``rollout``  — mean over the H unrolled steps of MSE(Op^h(z), z_next[h-1]) (H = ``rollout_horizon``);
+* ``spectral`` — normalised difference of Fourier energy spectra of the one-step prediction along
+  the token axis;
+* ``inv_enc``  — MSE(decoder(Op(z)), u_next[0]): the *prediction* decoded and compared with the true
+  next field, so the gradient reaches the operator through the frozen decoder (the original computed
+  it from the input latent with frozen random networks, so it trained nothing);
+* ``inv_dec``  — MSE(encoder(decoder(Op(z))), Op(z)): the prediction stays on the latent manifold
+  the autoencoder understands.
+The two inverse weights follow the curriculum of :func:`~ups_kedro.training.losses.inverse_loss_weight`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ups_kedro.training.losses import inverse_loss_weight, mse, spectral_energy_loss
+
+
+@dataclass(frozen=True)
+class OperatorLossConfig:
+    lambda_forward: float = 1.0
+    lambda_rollout: float = 0.0
+    rollout_horizon: int = 1
+    lambda_spectral: float = 0.0
+    lambda_inv_enc: float = 0.0
+    lambda_inv_dec: float = 0.0
+    inverse_loss_warmup_epochs: int = 15
+    inverse_loss_max_weight: float = 0.05
+
+    def validate(self) -> None:
+        for name in ("lambda_forward", "lambda_rollout", "lambda_spectral", "lambda_inv_enc",
+                     "lambda_inv_dec", "inverse_loss_max_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss.{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.rollout_horizon < 1:
+            raise ValueError(f"loss.rollout_horizon must be ≥ 1, got {self.rollout_horizon}")
+        if self.lambda_rollout > 0 and self.rollout_horizon < 2:
+            raise ValueError("loss.lambda_rollout > 0 needs loss.rollout_horizon ≥ 2")
+        if self.inverse_loss_warmup_epochs < 0:
+            raise ValueError("loss.inverse_loss_warmup_epochs must be ≥ 0")
+        if self.lambda_forward + self.lambda_rollout == 0:
+            raise ValueError("loss.lambda_forward and loss.lambda_rollout cannot both be 0")
+
+    @property
+    def needs_fields(self) -> bool:
+        """Whether batches must carry the physical target fields (``u_next``)."""
+        return self.lambda_inv_enc > 0 or self.lambda_inv_dec > 0
+
+    @property
+    def horizon(self) -> int:
+        """Future latents each batch must carry."""
+        return self.rollout_horizon if self.lambda_rollout > 0 else 1
+
+
+class OperatorTask:
+    """``StageTask`` for :class:`~ups_kedro.models.operator.LatentOperator`.
+
+    Args:
+        loss: loss weights and curriculum.
+        dt: physical time step of one operator step (fed to the time embedding).
+        autoencoder: frozen autoencoder (``encode``/``decode``) for the inverse losses, or None.
+    """
+
+    def __init__(self, loss: OperatorLossConfig, dt: float, autoencoder: nn.Module | None = None):
+        if loss.needs_fields and autoencoder is None:
+            raise ValueError("inverse losses need the autoencoder")
+        self.loss, self.dt, self.autoencoder = loss, dt, autoencoder
+
+    def _losses(self, model: nn.Module, batch: dict[str, Tensor], epoch: int | None
+                ) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.loss
+        z, z_next = batch["z"], batch["z_next"]
+        steps = z_next.shape[1] if cfg.lambda_rollout > 0 else 1
+        preds, state = [], z
+        for _ in range(steps):
+            state = model(state, self.dt)
+            preds.append(state)
+        pred1 = preds[0]
+        parts: dict[str, Tensor] = {"forward": mse(pred1, z_next[:, 0])}
+        total = cfg.lambda_forward * parts["forward"]
+        if cfg.lambda_rollout > 0:
+            parts["rollout"] = torch.stack([mse(p, z_next[:, h]) for h, p in enumerate(preds)]).mean()
+            total = total + cfg.lambda_rollout * parts["rollout"]
+        if cfg.lambda_spectral > 0:
+            parts["spectral"] = spectral_energy_loss(pred1, z_next[:, 0], dim=1)
+            total = total + cfg.lambda_spectral * parts["spectral"]
+        if cfg.needs_fields:
+            # Validation (epoch None) reports the full-weight terms; training uses the curriculum.
+            weights = {name: (getattr(cfg, f"lambda_{name}") if epoch is None else inverse_loss_weight(
+                epoch, cfg.inverse_loss_warmup_epochs, cfg.inverse_loss_max_weight,
+                getattr(cfg, f"lambda_{name}"))) for name in ("inv_enc", "inv_dec")}
+            decoded = self.autoencoder.decode(pred1)
+            parts["inv_enc"] = mse(decoded, batch["u_next"][:, 0])
+            parts["inv_dec"] = mse(self.autoencoder.encode(decoded), pred1)
+            if epoch is not None:
+                total = total + weights["inv_enc"] * parts["inv_enc"] + weights["inv_dec"] * parts["inv_dec"]
+        comps = {k: v.item() for k, v in parts.items()}
+        return total, comps
+
+    def training_loss(self, model: nn.Module, batch: dict[str, Tensor], epoch: int
+                      ) -> tuple[Tensor, dict[str, float]]:
+        total, comps = self._losses(model, batch, epoch)
+        if self.loss.needs_fields:
+            comps["inv_weight"] = inverse_loss_weight(
+                epoch, self.loss.inverse_loss_warmup_epochs, self.loss.inverse_loss_max_weight, 1.0)
+        return total, comps
+
+    def validation_loss(self, model: nn.Module, batch: dict[str, Tensor]
+                        ) -> tuple[Tensor, dict[str, float]]:
+        # Selection uses the latent forward (and rollout) error only, so the curriculum cannot
+        # make later epochs look worse.
+        return self._losses(model, batch, None)

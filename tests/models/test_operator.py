@@ -1,0 +1,133 @@
+"""LatentOperator: shapes, persistence at init, dt forms, gradients, token resampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ups_kedro.models.operator import LatentOperator, downsample_tokens, upsample_tokens
+
+from ._helpers import assert_grads, operator_cfg
+
+ARCHS = ["pdet_unet", "pdet_stack"]
+
+
+@pytest.mark.parametrize("architecture", ARCHS)
+@pytest.mark.parametrize("depths", [(1,), (1, 1, 1), (2, 0, 1)])
+def test_forward_shape_and_persistence_at_init(architecture: str, depths: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg(architecture, depths=depths))
+    z = torch.randn(3, 8, 8)
+    z_next = op(z, 0.1)
+    assert z_next.shape == z.shape
+    # Zero-initialised out_proj: an untrained operator is exactly "no change".
+    assert torch.equal(z_next, z)
+
+
+@pytest.mark.parametrize("dt", [0.1, torch.tensor(0.1), torch.tensor([0.1, 0.2, 0.3])])
+def test_dt_forms(dt: float | torch.Tensor) -> None:
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg())
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    z = torch.randn(3, 8, 8)
+    assert op(z, dt).shape == (3, 8, 8)
+
+
+def test_dt_conditions_the_step() -> None:
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg())
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    z = torch.randn(2, 8, 8)
+    a = op(z, torch.tensor([0.1, 0.5]))
+    assert torch.allclose(a[0], op(z[:1], 0.1)[0], atol=1e-6)
+    assert not torch.allclose(a[1], op(z[1:], 0.1)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("architecture", ARCHS)
+def test_rollout_matches_repeated_steps(architecture: str) -> None:
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg(architecture))
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    z0 = torch.randn(2, 8, 8)
+    traj = op.rollout(z0, 0.05, steps=3)
+    assert traj.shape == (2, 3, 8, 8)
+    assert torch.allclose(traj[:, 2], op(op(op(z0, 0.05), 0.05), 0.05), atol=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ARCHS)
+def test_gradients_reach_every_parameter(architecture: str) -> None:
+    """At init only out_proj can move (its zero weights block the rest); after one optimiser
+    step every parameter, the time embedding included, receives a non-zero gradient."""
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg(architecture, dropout=0.0))
+    opt = torch.optim.SGD(op.parameters(), lr=0.5)
+    z, target = torch.randn(4, 8, 8), torch.randn(4, 8, 8)
+    dt = torch.tensor([0.1, 0.2, 0.3, 0.4])
+
+    (op(z, dt) - target).pow(2).mean().backward()
+    assert_grads(op, nonzero=False)  # present and finite, zero upstream of out_proj
+    assert op.out_proj.weight.grad.abs().sum() > 0
+    assert op.in_proj.weight.grad.abs().sum() == 0
+    opt.step()
+    opt.zero_grad()
+
+    (op(z, dt) - target).pow(2).mean().backward()
+    assert_grads(op, nonzero=True)
+
+
+def test_train_mode_with_dropout_runs_and_eval_is_deterministic() -> None:
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg(dropout=0.2))
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    z = torch.randn(2, 8, 8)
+    op.train()
+    assert op(z, 0.1).shape == z.shape
+    op.eval()
+    assert torch.equal(op(z, 0.1), op(z, 0.1))
+
+
+def test_token_resampling_is_periodic_and_exact_on_constants() -> None:
+    x = torch.randn(2, 8, 5)
+    up = upsample_tokens(x)
+    assert up.shape == (2, 16, 5)
+    # Periodic: rolling the coarse tokens by one rolls the fine ones by two.
+    assert torch.allclose(upsample_tokens(torch.roll(x, 1, dims=1)), torch.roll(up, 2, dims=1))
+    const = torch.ones(1, 4, 3)
+    assert torch.allclose(upsample_tokens(const), torch.ones(1, 8, 3))
+    assert torch.allclose(downsample_tokens(x), 0.5 * (x[:, 0::2] + x[:, 1::2]))
+
+
+def test_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg())
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    z = torch.randn(2, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = op(z, 0.1)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.allclose(out, op(z, 0.1), atol=0.1)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"group_size": 5}, "group_size"),
+        ({"num_heads": 4}, "num_heads"),
+        ({"architecture": "unet"}, "architecture"),
+        ({"depths": ()}, "depths"),
+        ({"depths": (1, 1, 1, 1, 1)}, "latent_tokens"),  # 8 tokens cannot halve 4 times
+        ({"latent_tokens": 6}, "latent_tokens"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"mlp_ratio": 0.0}, "mlp_ratio"),
+        ({"time_embed_dim": 0}, "time_embed_dim"),
+    ],
+)
+def test_validation_names_the_field(override: dict, field: str) -> None:
+    cfg = operator_cfg(**override)
+    with pytest.raises(ValueError, match=rf"latent_operator\.{field}"):
+        LatentOperator(cfg)
+
+
+def test_stack_does_not_need_divisible_tokens() -> None:
+    op = LatentOperator(operator_cfg("pdet_stack", latent_tokens=6))
+    assert op(torch.randn(1, 6, 8), 0.1).shape == (1, 6, 8)
