@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,8 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+@contextmanager
+def project_copy(tmp_path: Path) -> Iterator[Path]:
     """A copy of conf/ and pyproject.toml in tmp_path, tracking to a temporary SQLite store.
 
     The package itself is imported from the installed (editable) source; only the files a
@@ -28,19 +29,29 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()  # bootstrap_project wants src/; the package is the installed one
     (root / "README.md").write_text("test copy\n")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("UPS_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
-    monkeypatch.chdir(root)
-    yield root
-    import mlflow
+    (root / "src").mkdir()  # bootstrap_project wants src/; the package is the installed one
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        mp.setenv("UPS_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+        mp.chdir(root)
+        try:
+            yield root
+        finally:
+            import mlflow
 
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    from ups_kedro import paths
+            while mlflow.active_run() is not None:
+                mlflow.end_run()
+            from ups_kedro import paths
 
-    paths._SESSION_ROOT = None  # noqa: SLF001 - reset the process-wide root between tests
+            paths._SESSION_ROOT = None  # noqa: SLF001 - reset the process-wide root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    """A fresh project copy per test."""
+    with project_copy(tmp_path) as root:
+        yield root
 
 
 def run_kedro(root: Path, pipeline: str, env: str = "smoke", params: dict | None = None) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -104,7 +106,7 @@ def test_every_parameter_gets_a_gradient(spatial_dims: int) -> None:
     ],
 )
 def test_validation_names_the_field(override: dict, field: str) -> None:
-    cfg = decoder_cfg(1, 1, **override)
+    cfg = dataclasses.replace(decoder_cfg(1, 1), **override)
     with pytest.raises(ValueError, match=rf"any_point_decoder\.{field}"):
         AnyPointDecoder(cfg)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -83,7 +85,7 @@ def test_pooled_token_is_mean_of_its_patches() -> None:
     ],
 )
 def test_validation_names_the_field(override: dict, field: str) -> None:
-    cfg = encoder_cfg(1, 1, **override)
+    cfg = dataclasses.replace(encoder_cfg(1, 1), **override)
     with pytest.raises(ValueError, match=rf"grid_encoder\.{field}"):
         cfg.validate()
     with pytest.raises(ValueError, match=field):

@@ -97,6 +97,25 @@ def test_token_resampling_is_periodic_and_exact_on_constants() -> None:
     assert torch.allclose(downsample_tokens(x), 0.5 * (x[:, 0::2] + x[:, 1::2]))
 
 
+def test_two_dimensional_token_grid_resamples_within_rows() -> None:
+    x = torch.randn(2, 4, 4, 3)  # [B, rows, row length, H]
+    seq = x.reshape(2, 16, 3)
+    down = downsample_tokens(seq, rows=4).reshape(2, 4, 2, 3)
+    assert torch.allclose(down, 0.5 * (x[:, :, 0::2] + x[:, :, 1::2]))
+    # Upsampling wraps around inside each row (periodic along the row), never across rows.
+    coarse = torch.randn(2, 4, 2, 3)
+    up = upsample_tokens(coarse.reshape(2, 8, 3), rows=4).reshape(2, 4, 4, 3)
+    rolled = upsample_tokens(torch.roll(coarse, 1, dims=2).reshape(2, 8, 3), rows=4)
+    assert torch.allclose(rolled.reshape(2, 4, 4, 3), torch.roll(up, 2, dims=2))
+    for row in range(4):
+        assert torch.allclose(up[:, row], upsample_tokens(coarse[:, row]))
+
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg(latent_tokens=16, spatial_dims=2))
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    assert op(torch.randn(2, 16, 8), 0.1).shape == (2, 16, 8)
+
+
 def test_bf16_autocast() -> None:
     torch.manual_seed(0)
     op = LatentOperator(operator_cfg())
@@ -117,6 +136,9 @@ def test_bf16_autocast() -> None:
         ({"depths": ()}, "depths"),
         ({"depths": (1, 1, 1, 1, 1)}, "latent_tokens"),  # 8 tokens cannot halve 4 times
         ({"latent_tokens": 6}, "latent_tokens"),
+        ({"latent_tokens": 8, "spatial_dims": 2}, "latent_tokens"),  # not a square
+        ({"latent_tokens": 36, "spatial_dims": 2}, "latent_tokens"),  # 6 per row, not / 4
+        ({"spatial_dims": 3}, "spatial_dims"),
         ({"dropout": 1.0}, "dropout"),
         ({"mlp_ratio": 0.0}, "mlp_ratio"),
         ({"time_embed_dim": 0}, "time_embed_dim"),

@@ -1,4 +1,4 @@
-"""Identities of the noise schedule and the two preconditionings (a sign slip is invisible otherwise)."""
+"""Identities of the noise schedule and the preconditionings (a sign slip is invisible otherwise)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def test_sample_tau_uniform_and_beta_moments_and_generator() -> None:
     assert abs(x.mean().item() - mean) < 0.01
     assert abs(x.var().item() - var) < 0.003
     # α < 1 takes the boosted Gamma path.
-    y = SCHED.sample_tau(20000, "beta", alpha=0.5, beta=0.5, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    y = SCHED.sample_tau(20000, "beta", alpha=0.5, beta=0.5, generator=g)
     assert abs(y.mean().item() - 0.5) < 0.01 and abs(y.var().item() - 0.125) < 0.005
     # Only the generator is read: same seed, same draws, whatever the global RNG does.
     torch.manual_seed(123)
@@ -80,8 +81,7 @@ def test_edm_coefficients_at_sigma_data(sigma_data: float) -> None:
     lam = (sig**2 + sigma_data**2) / (sig * sigma_data) ** 2
     assert torch.allclose(lam * sched.c_out(sig, "edm") ** 2, torch.ones_like(sig))
     assert torch.allclose(sched.loss_weight(sig.float()).double(), lam, rtol=1e-5)
-    # c_skip² σ_d² + c_out² ... : EDM's unit-variance target identity
-    # Var(c_skip·(r + σε) − r) / c_out² = 1 when Var(r) = σ_d².
+    # EDM's unit-variance training target: Var(c_skip·(r + σε) − r)/c_out² = 1 when Var(r) = σ_d².
     var = ((sched.c_skip(sig) - 1) ** 2 * sigma_data**2 + sched.c_skip(sig) ** 2 * sig**2)
     assert torch.allclose(var / sched.c_out(sig, "edm") ** 2, torch.ones_like(sig), rtol=1e-6)
 
@@ -100,7 +100,8 @@ def test_consistency_boundary_coefficients_are_exact() -> None:
     assert torch.allclose(
         SCHED.c_out(sig, "consistency"), (sig - smin) * sd / torch.sqrt(sig**2 + sd**2)
     )
-    assert torch.allclose(SCHED.c_out(sig[-1:], "consistency"), SCHED.c_out(sig[-1:], "edm"), rtol=1e-4)
+    big = sig[-1:]
+    assert torch.allclose(SCHED.c_out(big, "consistency"), SCHED.c_out(big, "edm"), rtol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -122,5 +123,6 @@ def test_tau_sampling_validation() -> None:
         TauSampling(mode="normal").validate("x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"x\.alpha"):
         TauSampling(mode="beta", alpha=0.0).validate("x")
-    sig = SCHED.sample_sigma(100, TauSampling("beta", 1.2, 1.2), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    sig = SCHED.sample_sigma(100, TauSampling("beta", 1.2, 1.2), generator=g)
     assert sig.min() >= 1e-4 and sig.max() <= 20.0

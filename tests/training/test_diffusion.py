@@ -33,6 +33,15 @@ from ups_kedro.training.losses import relative_l2
 N_TOK, DIM = 4, 4
 
 
+@pytest.fixture
+def one_thread():
+    """Tensors here are tiny: intra-op threads cost more than they save (≈ 2.5× per step)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class CountingOperator(nn.Module):
     """A frozen per-token linear map that counts the samples it has seen."""
 
@@ -103,7 +112,8 @@ def test_precompute_is_float32_without_autocast_and_scale_is_rms() -> None:
     assert torch.allclose(pred, op.lin(z), atol=1e-6)  # not bf16-rounded
     assert not any(p.requires_grad for p in op.parameters())
     r = 0.01 * torch.randn(10, N_TOK, DIM)
-    assert estimate_residual_scale(pred + r, pred) == pytest.approx(float(r.pow(2).mean().sqrt()), rel=1e-5)
+    rms = float(r.pow(2).mean().sqrt())
+    assert estimate_residual_scale(pred + r, pred) == pytest.approx(rms, rel=1e-5)
     with pytest.raises(ValueError, match="residual"):
         estimate_residual_scale(pred, pred)
 
@@ -159,7 +169,7 @@ def test_task_rejects_mismatched_schedule_or_scale() -> None:
         wrong.training_loss(student, batch, 1)
 
 
-def test_residual_diffusion_trains_with_fit_and_caches_the_operator() -> None:
+def test_residual_diffusion_trains_with_fit_and_caches_the_operator(one_thread: None) -> None:
     op = CountingOperator()
     train, val = LatentPairs(256, 1, op), LatentPairs(64, 2, op)
     scale = estimate_residual_scale(train.z_next, precompute_operator_predictions(op, train.z))
@@ -172,7 +182,8 @@ def test_residual_diffusion_trains_with_fit_and_caches_the_operator() -> None:
     cfg = TrainConfig(epochs=12, batch_size=32, optimizer=OptimizerConfig(lr=1e-2), progress=False)
     result = fit(model, task, train, val, cfg, stage="diff_residual")
     hist = result.history
-    assert {"val_mse", "val_spectral", "val_relative", "val_sampled_residual_rel_err"} <= set(hist[0])
+    want = {"val_mse", "val_spectral", "val_relative", "val_sampled_residual_rel_err"}
+    assert want <= set(hist[0])
     # The zero-init model is near the unit F-space loss.  The fixed σ grid's lowest levels
     # keep a floor of about 1 each (below the residual's conditional spread, the weighted
     # loss of even the optimal denoiser is ≈ 1), so "far below" means about half here.
@@ -305,7 +316,9 @@ def test_student_schedule_must_match_the_task() -> None:
         task.training_loss(_student(NoiseSchedule()), _gaussian_batch(2, 0.0, 1.0, 0), 1)
 
 
-def test_consistency_distillation_moves_one_step_student_to_teacher_sampler() -> None:
+def test_consistency_distillation_moves_one_step_student_to_teacher_sampler(
+    one_thread: None,
+) -> None:
     """The key test: CD on a fixed analytic teacher pulls f_θ(σ_max ε, σ_max) to the ODE end."""
     mu, s = 0.5, 0.2
     sched = NoiseSchedule(sigma_min=1e-3, sigma_max=5.0, rho=7.0, sigma_data=1.0)
@@ -343,7 +356,8 @@ def test_consistency_distillation_moves_one_step_student_to_teacher_sampler() ->
     assert torch.equal(student.denoise(x, torch.zeros_like(x), sched.levels(8)[0]), x)
     # And the task's own validation reports the same gap metric.
     with torch.no_grad():
-        val_loss, parts = task.validation_loss(student, {**_gaussian_batch(16, mu, s, 1), "cond": cond[:16]})
+        val_batch = {**_gaussian_batch(16, mu, s, 1), "cond": cond[:16]}
+        val_loss, parts = task.validation_loss(student, val_batch)
     assert set(parts) == {"teacher_gap", "cd", "student_rel_err", "teacher_rel_err"}
     assert val_loss.item() == parts["teacher_gap"] < 0.5 * before
     assert parts["teacher_rel_err"] < parts["student_rel_err"] + 0.1

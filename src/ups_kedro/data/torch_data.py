@@ -98,3 +98,22 @@ class LatentPairDataset(Dataset):
             u = np.array(self.fields[n, t0 + self.time_stride:stop:self.time_stride], np.float32)
             item["u_next"] = (torch.from_numpy(u) - self.mean) / self.std
         return item
+
+
+class ResidualPairDataset(Dataset):
+    """One-step latent pairs for the residual stages: ``{"z", "z_next": [N_tok, D], "index"}``.
+
+    ``index`` lets the stage's task cache the frozen operator's prediction per sample, so the
+    operator runs once per sample for the whole stage rather than once per epoch.
+    """
+
+    def __init__(self, latents: np.ndarray, time_stride: int = 1,
+                 starts: Sequence[int] | None = None) -> None:
+        self.pairs = LatentPairDataset(latents, horizon=1, time_stride=time_stride, starts=starts)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.pairs[index]
+        return {"z": item["z"], "z_next": item["z_next"][0], "index": torch.tensor(index)}

@@ -55,7 +55,8 @@ class Autoencoder(nn.Module):
 
     def decode(self, z: torch.Tensor, grid_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """``z [B, N, D]`` -> ``[B, *grid_shape, C]`` (default: the encoder's grid)."""
-        return self.decoder.decode_grid(z, self.cfg.encoder.grid_shape if grid_shape is None else grid_shape)
+        shape = self.cfg.encoder.grid_shape if grid_shape is None else grid_shape
+        return self.decoder.decode_grid(z, shape)
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``u [B, *grid_shape, C]`` -> ``(z [B, N, D], u_hat [B, *grid_shape, C])``."""

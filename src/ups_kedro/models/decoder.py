@@ -135,8 +135,15 @@ class AnyPointDecoder(nn.Module):
             self.register_buffer(
                 "local_freqs", torch.tensor(cfg.local_freqs, dtype=torch.float32), persistent=False
             )
-            self.local_token_proj = nn.Linear(cfg.latent_dim, hid)
-            self.local_offset_proj = nn.Linear(s * (1 + 2 * len(cfg.local_freqs)), hid)
+            # Two halves each: a bilinear (content x offset) path and an additive GELU path.
+            # A 3 (x 3) periodic convolution over the token grid, not a per-token Linear: each
+            # corner's features then also describe its neighbours, so the blended prediction
+            # near a cell edge can draw on the token that owns the data there.
+            conv = nn.Conv1d if s == 1 else nn.Conv2d
+            self.local_token_proj = conv(
+                cfg.latent_dim, 2 * hid, kernel_size=3, padding=1, padding_mode="circular"
+            )
+            self.local_offset_proj = nn.Linear(s * (1 + 2 * len(cfg.local_freqs)), 2 * hid)
             self.local_out = nn.Linear(hid, hid)
 
         self.blocks = nn.ModuleList(
@@ -150,6 +157,13 @@ class AnyPointDecoder(nn.Module):
         bound = 1.0 / math.sqrt(m)
         self.head_w2 = nn.Parameter(torch.empty(c, m).uniform_(-bound, bound))
         self.head_b2 = nn.Parameter(torch.empty(c).uniform_(-bound, bound))
+
+    def _token_conv(self, z: torch.Tensor) -> torch.Tensor:
+        """``z [B, N, D]`` -> ``[B, N, 2H]`` through the periodic conv on the token grid."""
+        b, n, d = z.shape
+        grid = (self.side,) * self.cfg.spatial_dims
+        x = z.transpose(1, 2).reshape(b, d, *grid)
+        return self.local_token_proj(x).reshape(b, -1, n).transpose(1, 2)
 
     def _local(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """Interpolated local features: ``z [B, N, D]``, ``coords [Q, s] | [B, Q, s]`` -> ``[B, Q, H]``."""
@@ -165,14 +179,19 @@ class AnyPointDecoder(nn.Module):
         offset = wq - bits  # query minus corner, in token spacings, in (-1, 1)
         off_feats = torch.cat([offset, fourier_features(offset, self.local_freqs, math.pi)], -1)
 
-        tok = self.local_token_proj(z)  # [B, N, H]
+        tok = self._token_conv(z)  # [B, N, 2H]
         b, hid = tok.shape[0], tok.shape[-1]
         if flat.dim() == 2:  # coords shared by the batch
             gathered = tok[:, flat.reshape(-1)]  # [B, Q*K, H]
         else:
             gathered = torch.gather(tok, 1, flat.reshape(b, -1, 1).expand(-1, -1, hid))
-        gathered = gathered.reshape(b, *flat.shape[-2:], hid)  # [B, Q, K, H]
-        a = F.gelu(gathered + self.local_offset_proj(off_feats))  # [B, Q, K, H]
+        gathered = gathered.reshape(b, *flat.shape[-2:], hid)  # [B, Q, K, 2H]
+        c_mul, c_add = gathered.chunk(2, dim=-1)
+        e_mul, e_add = self.local_offset_proj(off_feats).chunk(2, dim=-1)  # [(B,) Q, K, H]
+        # The product lets a token's content be read out as a function of the offset in one
+        # layer (u(x) ~ sum_c z_c * basis_c(offset)); additive features alone need a deep MLP
+        # to form such products, which trained far more slowly on sharp fronts.
+        a = c_mul * e_mul + F.gelu(c_add + e_add)  # [B, Q, K, H]
         local = (weight.unsqueeze(-1).to(a.dtype) * a).sum(-2)  # [B, Q, H]
         return self.local_out(local)
 

@@ -88,7 +88,10 @@ class DiffusionResidualConfig:
     def validate(self, where: str = "diffusion_residual") -> None:
         """Raise ``ValueError`` naming the offending field (``<where>.<field> ...``)."""
         check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        check(self.latent_tokens >= 1, where, "latent_tokens", f"must be >= 1, got {self.latent_tokens}")
+        check(
+            self.latent_tokens >= 1,
+            where, "latent_tokens", f"must be >= 1, got {self.latent_tokens}",
+        )
         check(self.hidden_dim >= 1, where, "hidden_dim", f"must be >= 1, got {self.hidden_dim}")
         check(
             self.architecture in ARCHITECTURES,
@@ -97,7 +100,8 @@ class DiffusionResidualConfig:
         least = 2 if self.architecture == "mlp" else 1
         check(
             self.num_layers >= least,
-            where, "num_layers", f"must be >= {least} for {self.architecture!r}, got {self.num_layers}",
+            where, "num_layers",
+            f"must be >= {least} for {self.architecture!r}, got {self.num_layers}",
         )
         check(self.num_heads >= 1, where, "num_heads", f"must be >= 1, got {self.num_heads}")
         if self.architecture == "token_mixer":
@@ -234,14 +238,17 @@ class DiffusionResidual(nn.Module):
             return self.out(self.net(h))
         if n != self.config.latent_tokens:
             raise ValueError(
-                f"DiffusionResidual(token_mixer): expected {self.config.latent_tokens} tokens, got {n}"
+                "DiffusionResidual(token_mixer): expected "
+                f"{self.config.latent_tokens} tokens, got {n}"
             )
         h = self.in_proj(h) + self.pos_embed  # [B, N, H]
         for block in self.blocks:
             h = block(h)
         return self.out(self.norm_out(h))
 
-    def forward(self, r_noisy: Tensor, cond: Tensor, sigma: Tensor | float) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, r_noisy: Tensor, cond: Tensor, sigma: Tensor | float
+    ) -> tuple[Tensor, Tensor]:
         """Denoise and also return the raw network output (the stable training target space).
 
         Args:
@@ -271,7 +278,8 @@ class DiffusionResidual(nn.Module):
         cfg = self.config
         if r_noisy.ndim != 3 or r_noisy.shape[-1] != cfg.latent_dim:
             raise ValueError(
-                f"DiffusionResidual: r_noisy must be [B, N, {cfg.latent_dim}], got {tuple(r_noisy.shape)}"
+                f"DiffusionResidual: r_noisy must be [B, N, {cfg.latent_dim}], "
+                f"got {tuple(r_noisy.shape)}"
             )
         want = (*r_noisy.shape[:2], cfg.conditioning_dim)
         if tuple(cond.shape) != want:
@@ -403,7 +411,8 @@ def consistency_sample(
         levels = [float(s) for s in sigmas]
         if len(levels) != n_steps - 1:
             raise ValueError(
-                f"consistency_sample: need n_steps-1={n_steps - 1} intermediate sigmas, got {len(levels)}"
+                f"consistency_sample: need n_steps-1={n_steps - 1} intermediate sigmas, "
+                f"got {len(levels)}"
             )
     eps = _initial_noise(cond, _latent_dim_of(student), noise, generator)
     r = student.denoise(sched.sigma_max * eps, cond, sched.sigma_max).float()

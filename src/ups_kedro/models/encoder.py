@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ups_kedro.models.layers import cell_centres, check, fourier_features, token_positions, tokens_per_axis
+from ups_kedro.models.layers import (
+    cell_centres,
+    check,
+    fourier_features,
+    token_positions,
+    tokens_per_axis,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,12 @@ class GridEncoderConfig:
     def validate(self, where: str = "grid_encoder") -> None:
         """Raise ``ValueError`` naming the offending field."""
         check(self.in_channels >= 1, where, "in_channels", f"must be >= 1, got {self.in_channels}")
-        check(self.spatial_dims in (1, 2), where, "spatial_dims", f"must be 1 or 2, got {self.spatial_dims}")
+        check(
+            self.spatial_dims in (1, 2),
+            where,
+            "spatial_dims",
+            f"must be 1 or 2, got {self.spatial_dims}",
+        )
         check(
             len(self.grid_shape) == self.spatial_dims,
             where,
@@ -65,7 +76,9 @@ class GridEncoderConfig:
             f"{self.grid_shape} must be divisible by patch_size={self.patch_size}",
         )
         check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        side = tokens_per_axis(self.latent_tokens, self.spatial_dims) if self.latent_tokens >= 1 else -1
+        side = -1
+        if self.latent_tokens >= 1:
+            side = tokens_per_axis(self.latent_tokens, self.spatial_dims)
         check(
             side >= 1,
             where,

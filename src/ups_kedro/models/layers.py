@@ -47,7 +47,9 @@ def token_positions(latent_tokens: int, spatial_dims: int) -> torch.Tensor:
     return cell_centres((side,) * spatial_dims)
 
 
-def fourier_features(pos: torch.Tensor, freqs: torch.Tensor, scale: float = 2.0 * math.pi) -> torch.Tensor:
+def fourier_features(
+    pos: torch.Tensor, freqs: torch.Tensor, scale: float = 2.0 * math.pi
+) -> torch.Tensor:
     """``[sin, cos](scale * f * pos)`` for every frequency and axis.
 
     Args:
@@ -64,7 +66,10 @@ def fourier_features(pos: torch.Tensor, freqs: torch.Tensor, scale: float = 2.0 
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``x / rms(x) * weight`` over the last dim, in float32 (bf16-autocast safe); keeps x's dtype."""
+    """``x / rms(x) * weight`` over the last dim, computed in float32 (bf16-autocast safe).
+
+    Returns a tensor of ``x``'s dtype.
+    """
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
     return (xf * weight.float()).to(x.dtype)

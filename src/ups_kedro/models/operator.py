@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ups_kedro.models.layers import Mlp, RMSNorm, check, rms_norm
+from ups_kedro.models.layers import Mlp, RMSNorm, check, rms_norm, tokens_per_axis
 
 ARCHITECTURES = ("pdet_unet", "pdet_stack")
 
@@ -24,7 +24,8 @@ class LatentOperatorConfig:
 
     Attributes:
         latent_dim: token width ``D``.
-        latent_tokens: ``N``; for ``pdet_unet`` divisible by ``2 ** (len(depths) - 1)``.
+        latent_tokens: ``N``; for ``pdet_unet`` the tokens per row (``N`` in 1D, ``sqrt(N)``
+            in 2D) must be divisible by ``2 ** (len(depths) - 1)``.
         hidden_dim: width inside the core; divisible by ``group_size``.
         group_size: channels per attention group; divisible by ``num_heads``.
         num_heads: heads per group (head width ``group_size // num_heads``).
@@ -34,6 +35,9 @@ class LatentOperatorConfig:
         depths: blocks per level (down path and bottleneck; the up path mirrors the down path).
         mlp_ratio: block MLP width as a multiple of ``hidden_dim``.
         dropout: dropout in attention and MLPs.
+        spatial_dims: layout of the tokens, as produced by the encoder: 1 (a periodic row) or
+            2 (a periodic ``sqrt(N) x sqrt(N)`` grid, row-major).  Only the U-Net's token
+            resampling uses it: pairs are averaged along rows and upsampling wraps within a row.
     """
 
     latent_dim: int
@@ -46,11 +50,17 @@ class LatentOperatorConfig:
     depths: tuple[int, ...] = (1, 1, 1)
     mlp_ratio: float = 2.0
     dropout: float = 0.0
+    spatial_dims: int = 1
 
     def validate(self, where: str = "latent_operator") -> None:
         """Raise ``ValueError`` naming the offending field."""
         check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        check(self.latent_tokens >= 1, where, "latent_tokens", f"must be >= 1, got {self.latent_tokens}")
+        check(
+            self.latent_tokens >= 1,
+            where,
+            "latent_tokens",
+            f"must be >= 1, got {self.latent_tokens}",
+        )
         check(self.hidden_dim >= 1, where, "hidden_dim", f"must be >= 1, got {self.hidden_dim}")
         check(
             self.group_size >= 1 and self.hidden_dim % self.group_size == 0,
@@ -64,7 +74,12 @@ class LatentOperatorConfig:
             "num_heads",
             f"={self.num_heads} must be >= 1 and divide group_size={self.group_size}",
         )
-        check(self.time_embed_dim >= 1, where, "time_embed_dim", f"must be >= 1, got {self.time_embed_dim}")
+        check(
+            self.time_embed_dim >= 1,
+            where,
+            "time_embed_dim",
+            f"must be >= 1, got {self.time_embed_dim}",
+        )
         check(
             self.architecture in ARCHITECTURES,
             where,
@@ -77,14 +92,28 @@ class LatentOperatorConfig:
             "depths",
             f"must be a non-empty list of non-negative ints with a positive sum, got {self.depths}",
         )
+        check(
+            self.spatial_dims in (1, 2),
+            where,
+            "spatial_dims",
+            f"must be 1 or 2, got {self.spatial_dims}",
+        )
+        if self.spatial_dims == 2:
+            check(
+                tokens_per_axis(self.latent_tokens, 2) >= 1,
+                where,
+                "latent_tokens",
+                f"={self.latent_tokens} must be a perfect square when spatial_dims=2",
+            )
         if self.architecture == "pdet_unet":
             factor = 2 ** (len(self.depths) - 1)
             check(
-                self.latent_tokens % factor == 0,
+                self.row_length % factor == 0,
                 where,
                 "latent_tokens",
-                f"={self.latent_tokens} must be divisible by 2**(len(depths)-1)={factor} "
-                f"for architecture 'pdet_unet' with depths={self.depths}",
+                f"={self.latent_tokens} ({self.row_length} per row) must be divisible by "
+                f"2**(len(depths)-1)={factor} for architecture 'pdet_unet' with "
+                f"depths={self.depths}",
             )
         check(
             self.mlp_ratio > 0 and int(self.hidden_dim * self.mlp_ratio) >= 1,
@@ -93,6 +122,16 @@ class LatentOperatorConfig:
             f"must give a positive MLP width, got {self.mlp_ratio}",
         )
         check(0.0 <= self.dropout < 1.0, where, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+    @property
+    def rows(self) -> int:
+        """Rows of the token layout: 1 in 1D, ``sqrt(N)`` in 2D."""
+        return 1 if self.spatial_dims == 1 else max(tokens_per_axis(self.latent_tokens, 2), 1)
+
+    @property
+    def row_length(self) -> int:
+        """Tokens per row at full resolution."""
+        return self.latent_tokens // self.rows
 
 
 class ChannelGroupAttention(nn.Module):
@@ -125,7 +164,9 @@ class ChannelGroupAttention(nn.Module):
         b, n, dim = x.shape
         g, gs, nh = self.groups, self.group_size, self.num_heads
         xg = x.reshape(b, n, g, gs)
-        qkv = torch.einsum("bngi,gio->bngo", xg, self.qkv_weight.to(xg.dtype)) + self.qkv_bias.to(xg.dtype)
+        # Block-diagonal projection: group g only sees its own channels.
+        qkv = torch.einsum("bngi,gio->bngo", xg, self.qkv_weight.to(xg.dtype))
+        qkv = qkv + self.qkv_bias.to(xg.dtype)
         q, k, v = qkv.chunk(3, dim=-1)  # each [B, N, G, gs]
         q = rms_norm(q, self.q_gain)
         k = rms_norm(k, self.k_gain)
@@ -137,14 +178,17 @@ class ChannelGroupAttention(nn.Module):
             heads(q), heads(k), heads(v), dropout_p=self.dropout if self.training else 0.0
         )
         a = a.transpose(1, 2).reshape(b, n, g, gs)
-        out = torch.einsum("bngi,gio->bngo", a, self.out_weight.to(a.dtype)) + self.out_bias.to(a.dtype)
+        out = torch.einsum("bngi,gio->bngo", a, self.out_weight.to(a.dtype))
+        out = out + self.out_bias.to(a.dtype)
         return out.reshape(b, n, dim)
 
 
 class OperatorBlock(nn.Module):
     """Pre-RMSNorm channel-separated attention, then a pre-RMSNorm MLP; both residual."""
 
-    def __init__(self, dim: int, group_size: int, num_heads: int, mlp_ratio: float, dropout: float) -> None:
+    def __init__(
+        self, dim: int, group_size: int, num_heads: int, mlp_ratio: float, dropout: float
+    ) -> None:
         super().__init__()
         self.norm_attn = RMSNorm(dim)
         self.attn = ChannelGroupAttention(dim, group_size, num_heads, dropout)
@@ -157,23 +201,28 @@ class OperatorBlock(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
-def downsample_tokens(x: torch.Tensor) -> torch.Tensor:
-    """Average neighbouring token pairs: ``[B, N, H] -> [B, N/2, H]`` (N even, validated)."""
+def downsample_tokens(x: torch.Tensor, rows: int = 1) -> torch.Tensor:
+    """Average neighbouring token pairs within each row: ``[B, N, H] -> [B, N/2, H]``.
+
+    ``rows`` > 1 treats the sequence as a row-major ``rows x (N / rows)`` grid (row length even,
+    validated), so pairs never straddle two rows.
+    """
     b, n, h = x.shape
-    return x.reshape(b, n // 2, 2, h).mean(2)
+    return x.reshape(b, rows, n // (2 * rows), 2, h).mean(3).reshape(b, n // 2, h)
 
 
-def upsample_tokens(x: torch.Tensor) -> torch.Tensor:
+def upsample_tokens(x: torch.Tensor, rows: int = 1) -> torch.Tensor:
     """Periodic linear interpolation back to the finer token centres: ``[B, M, H] -> [B, 2M, H]``.
 
     Coarse token ``m`` sits between fine tokens ``2m`` and ``2m+1``; each fine token is 3/4 of
-    its own coarse token plus 1/4 of the coarse neighbour on its side (wrapping around: periodic
-    domain, unlike ``F.interpolate``, which clamps at the ends).
+    its own coarse token plus 1/4 of the coarse neighbour on its side, wrapping around within its
+    row (a periodic domain, unlike ``F.interpolate``, which clamps at the ends).
     """
     b, m, h = x.shape
-    even = 0.75 * x + 0.25 * torch.roll(x, 1, dims=1)
-    odd = 0.75 * x + 0.25 * torch.roll(x, -1, dims=1)
-    return torch.stack([even, odd], dim=2).reshape(b, 2 * m, h)
+    x = x.reshape(b, rows, m // rows, h)
+    even = 0.75 * x + 0.25 * torch.roll(x, 1, dims=2)
+    odd = 0.75 * x + 0.25 * torch.roll(x, -1, dims=2)
+    return torch.stack([even, odd], dim=3).reshape(b, 2 * m, h)
 
 
 class LatentOperator(nn.Module):
@@ -187,7 +236,8 @@ class LatentOperator(nn.Module):
 
         def blocks(n: int) -> nn.ModuleList:
             return nn.ModuleList(
-                OperatorBlock(hid, cfg.group_size, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(n)
+                OperatorBlock(hid, cfg.group_size, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+                for _ in range(n)
             )
 
         self.in_proj = nn.Linear(cfg.latent_dim, hid)
@@ -224,11 +274,11 @@ class LatentOperator(nn.Module):
             for blk in level:
                 x = blk(x)
             skips.append(x)
-            x = downsample_tokens(x)
+            x = downsample_tokens(x, self.cfg.rows)
         for blk in self.bottleneck:
             x = blk(x)
         for proj, level, skip in zip(self.skip_proj, self.up, reversed(skips)):
-            x = proj(torch.cat([upsample_tokens(x), skip], dim=-1))
+            x = proj(torch.cat([upsample_tokens(x, self.cfg.rows), skip], dim=-1))
             for blk in level:
                 x = blk(x)
         return x

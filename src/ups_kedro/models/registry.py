@@ -17,20 +17,26 @@ from torch import nn
 from ups_kedro.config import parse
 from ups_kedro.models.autoencoder import Autoencoder, AutoencoderConfig
 from ups_kedro.models.decoder import AnyPointDecoder, AnyPointDecoderConfig
+from ups_kedro.models.diffusion_residual import DiffusionResidual, DiffusionResidualConfig
 from ups_kedro.models.encoder import GridEncoder, GridEncoderConfig
 from ups_kedro.models.operator import LatentOperator, LatentOperatorConfig
+from ups_kedro.models.steady_prior import SteadyPrior, SteadyPriorConfig
 
 MODEL_KINDS: dict[str, tuple[type, type[nn.Module]]] = {
     "grid_encoder": (GridEncoderConfig, GridEncoder),
     "any_point_decoder": (AnyPointDecoderConfig, AnyPointDecoder),
     "latent_operator": (LatentOperatorConfig, LatentOperator),
     "autoencoder": (AutoencoderConfig, Autoencoder),
+    # Stage 2 teacher and Stage 3 student share the class; config.parameterisation tells them apart.
+    "diffusion_residual": (DiffusionResidualConfig, DiffusionResidual),
+    "steady_prior": (SteadyPriorConfig, SteadyPrior),
 }
 
 
 def _kind_entry(kind: str) -> tuple[type, type[nn.Module]]:
     if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(sorted(MODEL_KINDS))}")
+        known = ", ".join(sorted(MODEL_KINDS))
+        raise ValueError(f"unknown model kind {kind!r}; known kinds: {known}")
     return MODEL_KINDS[kind]
 
 
@@ -41,7 +47,9 @@ def build_config(kind: str, config: Mapping[str, Any] | Any) -> Any:
         config.validate()
         return config
     if dataclasses.is_dataclass(config):
-        raise ValueError(f"model kind {kind!r} takes a {cfg_cls.__name__}, got {type(config).__name__}")
+        raise ValueError(
+            f"model kind {kind!r} takes a {cfg_cls.__name__}, got {type(config).__name__}"
+        )
     return parse(cfg_cls, config, kind)
 
 
@@ -63,7 +71,8 @@ def model_kind(module: nn.Module) -> str:
 def model_config(module: nn.Module) -> dict[str, Any]:
     """``dataclasses.asdict(module.cfg)``: the plain dict a checkpoint stores beside the weights."""
     module = getattr(module, "_orig_mod", module)
-    return dataclasses.asdict(module.cfg)
+    cfg = getattr(module, "cfg", None) or module.config
+    return dataclasses.asdict(cfg)
 
 
 __all__ = ["MODEL_KINDS", "build_config", "build_model", "model_config", "model_kind"]

@@ -70,7 +70,9 @@ class TauSampling:
 
     def validate(self, where: str = "tau_sampling") -> None:
         """Raise ``ValueError`` naming the offending field."""
-        check(self.mode in TAU_MODES, where, "mode", f"must be one of {TAU_MODES}, got {self.mode!r}")
+        check(
+            self.mode in TAU_MODES, where, "mode", f"must be one of {TAU_MODES}, got {self.mode!r}"
+        )
         check(self.alpha > 0, where, "alpha", f"must be > 0, got {self.alpha}")
         check(self.beta > 0, where, "beta", f"must be > 0, got {self.beta}")
 
@@ -136,7 +138,9 @@ class NoiseSchedule:
             math.isfinite(self.sigma_max) and self.sigma_max > self.sigma_min,
             where, "sigma_max", f"must be > sigma_min={self.sigma_min}, got {self.sigma_max}",
         )
-        check(math.isfinite(self.rho) and self.rho > 0, where, "rho", f"must be > 0, got {self.rho}")
+        check(
+            math.isfinite(self.rho) and self.rho > 0, where, "rho", f"must be > 0, got {self.rho}"
+        )
         check(
             math.isfinite(self.sigma_data) and self.sigma_data > 0,
             where, "sigma_data", f"must be > 0, got {self.sigma_data}",
@@ -243,7 +247,9 @@ class NoiseSchedule:
             # sigma − sigma_min is exactly 0 at sigma == sigma_min (same float32 value), so
             # c_skip is exactly 1 there: the boundary condition holds to the bit.
             return sd2 / ((sigma - self.sigma_min) ** 2 + sd2)
-        raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}")
+        raise ValueError(
+            f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}"
+        )
 
     def c_out(self, sigma: Tensor, parameterisation: Parameterisation = "edm") -> Tensor:
         """Network output weight ``[B]`` (exactly 0 at σ_min for ``consistency``)."""
@@ -252,7 +258,9 @@ class NoiseSchedule:
             return sigma * sd / torch.sqrt(sigma**2 + sd**2)
         if parameterisation == "consistency":
             return (sigma - self.sigma_min) * sd / torch.sqrt(sigma**2 + sd**2)
-        raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}")
+        raise ValueError(
+            f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}"
+        )
 
     def c_in(self, sigma: Tensor) -> Tensor:
         """Input scale ``[B]``: ``c_in·r_σ`` has unit variance when ``r`` has std σ_data."""

@@ -7,10 +7,13 @@ metric is named ``<stage>/<name>`` and logged to the kedro-mlflow run of this ``
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 
 import mlflow
+
+logger = logging.getLogger(__name__)
 
 
 def log_metrics(stage: str, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -24,10 +27,16 @@ def log_metrics(stage: str, metrics: Mapping[str, float], step: int | None = Non
 
 
 def epoch_logger(stage: str) -> Callable[[int, Mapping[str, float]], None]:
-    """Callback for the training engine: per-epoch metrics with the epoch as MLflow step."""
+    """Callback for the training engine: per-epoch metrics with the epoch as MLflow step.
+
+    Also one log line per epoch, so runs without a terminal (CI, ``nohup``) show progress.
+    """
 
     def _log(epoch: int, metrics: Mapping[str, float]) -> None:
         log_metrics(stage, metrics, step=epoch)
+        shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in
+                          ("loss", "val_loss", "lr", "grad_norm", "epoch_time_sec") if k in metrics)
+        logger.info("%s epoch %d: %s", stage, epoch, shown)
 
     return _log
 

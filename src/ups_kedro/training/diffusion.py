@@ -1,4 +1,4 @@
-"""Stage tasks for the residual diffusion model (stage 2) and its consistency distillation (stage 3).
+"""Stage tasks for the residual diffusion model (stage 2) and its consistency distillation (3).
 
 Both are :class:`ups_kedro.training.loop.StageTask` implementations for :func:`fit` on batches
 ``{"z": [B, N, D], "z_next": [B, N, D]}`` with optional
@@ -74,8 +74,11 @@ def precompute_operator_predictions(operator: Operator, z: Tensor, batch_size: i
     """
     _freeze(operator)
     if batch_size < 1:
-        raise ValueError(f"precompute_operator_predictions: batch_size must be >= 1, got {batch_size}")
-    return torch.cat([_predict(operator, z[i : i + batch_size]) for i in range(0, len(z), batch_size)])
+        raise ValueError(
+            f"precompute_operator_predictions: batch_size must be >= 1, got {batch_size}"
+        )
+    chunks = [_predict(operator, z[i : i + batch_size]) for i in range(0, len(z), batch_size)]
+    return torch.cat(chunks)
 
 
 def estimate_residual_scale(z_next: Tensor, z_pred: Tensor) -> float:
@@ -203,17 +206,24 @@ def _model_config(model: nn.Module) -> DiffusionResidualConfig | None:
 
 
 def _check_model(
-    model: nn.Module, schedule: NoiseSchedule, residual_scale: float, parameterisation: str, who: str
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    residual_scale: float,
+    parameterisation: str,
+    who: str,
 ) -> None:
     """A mismatch here would silently break the preconditioning or the boundary condition."""
     cfg = _model_config(model)
     if cfg is None:
         return
     if cfg.schedule != schedule:
-        raise ValueError(f"{who}: the task's schedule {schedule} differs from the model's {cfg.schedule}")
+        raise ValueError(
+            f"{who}: the task's schedule {schedule} differs from the model's {cfg.schedule}"
+        )
     if not math.isclose(cfg.residual_scale, residual_scale, rel_tol=1e-6):
         raise ValueError(
-            f"{who}: residual_scale {residual_scale} differs from the model config's {cfg.residual_scale}"
+            f"{who}: residual_scale {residual_scale} differs from the model config's "
+            f"{cfg.residual_scale}"
         )
     if cfg.parameterisation != parameterisation:
         raise ValueError(
@@ -249,6 +259,12 @@ class ResidualDiffusionTask:
     RNG) plus ``sampled_residual_rel_err``: relative L2 of a ``val_sample_steps``-step sample
     vs the true residual.
 
+    Reading the loss: EDM's weighting gives every σ a unit-scale loss; at σ below the
+    residual's conditional spread even the optimal denoiser scores ≈ 1 there (it cannot see
+    ε under r's own uncertainty), so the fixed-grid validation loss has a floor of roughly
+    (number of such low levels)/``val_num_sigmas``.  ``sampled_residual_rel_err`` is the
+    direct quality measure.
+
     Args:
         operator: the frozen stage 1 operator ``ẑ = operator(z)`` (put in eval mode, its
             parameters frozen); may be ``None`` when every batch carries ``"cond"``.
@@ -258,7 +274,9 @@ class ResidualDiffusionTask:
         residual_scale: must equal the model config's ``residual_scale``.
         cache: per-index cache of ``ẑ`` when batches carry ``"index"``.
         val_num_sigmas: fixed validation noise levels (≥ 2; the Karras grid σ_min … σ_max).
-        val_sample_steps: sampler steps for ``sampled_residual_rel_err`` (0: skip it).
+        val_sample_steps: sampler steps for ``sampled_residual_rel_err`` (0: skip it).  The
+            default σ range spans 2e5, so Heun needs ~16+ steps (31 NFE) to be accurate: on
+            Gaussian data its RMS error is ≈ 0.05 of the data std at 16 steps, ≈ 0.3 at 8.
         val_solver: ``heun`` or ``euler``.
     """
 
@@ -272,14 +290,15 @@ class ResidualDiffusionTask:
         residual_scale: float = 1.0,
         cache: bool = True,
         val_num_sigmas: int = 8,
-        val_sample_steps: int = 8,
+        val_sample_steps: int = 16,
         val_solver: Solver = "heun",
     ) -> None:
         self.tau_sampling = tau_sampling or TauSampling()
         self.tau_sampling.validate("diff_residual.tau_sampling")
         if lambda_spectral < 0 or lambda_relative < 0:
             raise ValueError(
-                f"lambda_spectral/lambda_relative must be >= 0, got {lambda_spectral}, {lambda_relative}"
+                "lambda_spectral/lambda_relative must be >= 0, "
+                f"got {lambda_spectral}, {lambda_relative}"
             )
         if val_num_sigmas < 2:
             raise ValueError(f"val_num_sigmas must be >= 2, got {val_num_sigmas}")
@@ -312,7 +331,7 @@ class ResidualDiffusionTask:
     def denoising_loss(
         self, model: nn.Module, r: Tensor, cond: Tensor, sigma: Tensor
     ) -> tuple[Tensor, dict[str, float]]:
-        """The stage 2 loss for clean residuals ``r`` ``[B, N, D]`` at noise levels ``sigma`` ``[B]``."""
+        """Stage 2 loss of clean residuals ``r`` ``[B, N, D]`` at noise levels ``sigma`` ``[B]``."""
         eps = torch.randn_like(r)
         r_noisy = r + _col(sigma) * eps
         denoised, raw = model(r_noisy, cond, sigma)
@@ -381,7 +400,9 @@ class _MicroBatchedLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, runner: _ChunkRunner, *params: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, runner: _ChunkRunner, *params: Tensor
+    ) -> Tensor:
         total = torch.zeros((), dtype=torch.float32, device=runner.device)
         grads: list[Tensor | None] = [None] * len(runner.params)
         with torch.enable_grad():
@@ -478,7 +499,7 @@ class ConsistencyDistillTask:
         target_ema: float = 0.95,
         residual_scale: float | None = None,
         cache: bool = True,
-        val_teacher_steps: int = 8,
+        val_teacher_steps: int = 16,
         val_student_steps: int = 1,
     ) -> None:
         if n_levels < 2:
@@ -490,7 +511,9 @@ class ConsistencyDistillTask:
         if teacher_solver not in SOLVERS:
             raise ValueError(f"teacher_solver must be one of {SOLVERS}, got {teacher_solver!r}")
         if tau_schedule is not None and (not tau_schedule or any(int(k) < 1 for k in tau_schedule)):
-            raise ValueError(f"tau_schedule must be a non-empty list of ints >= 1, got {tau_schedule}")
+            raise ValueError(
+                f"tau_schedule must be a non-empty list of ints >= 1, got {tau_schedule}"
+            )
         if not 0.0 <= target_ema < 1.0:
             raise ValueError(f"target_ema must be in [0, 1), got {target_ema}")
         if val_teacher_steps < 1 or val_student_steps < 1:

@@ -1,0 +1,36 @@
+"""Typed parameters of the ``consistency_distill`` pipeline (Stage 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ups_kedro.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class DistillEvalParams:
+    student_steps: tuple[int, ...] = (1, 2)
+    teacher_steps: int = 16
+    seed: int = 0
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class ConsistencyDistillStageConfig:
+    """The original's names: ``distill_num_taus`` τ values per sample tiled into one forward,
+    ``distill_micro_batch`` micro-batches with gradient accumulation, a per-epoch
+    ``tau_schedule`` (τ values per sample in epoch e), early stop at ``train.target_loss``,
+    ``train.compile`` for the distillation step."""
+
+    n_levels: int = 18
+    distill_num_taus: int = 3
+    distill_micro_batch: int | None = None
+    tau_schedule: list[int] | None = None
+    target_ema: float = 0.95
+    teacher_solver: Literal["heun", "euler"] = "heun"
+    init_from_teacher: bool = True
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=128))
+    val_start_stride: int = 4
+    eval: DistillEvalParams = field(default_factory=DistillEvalParams)
+    state_dir: str = "data/06_models/state/consistency_distill"

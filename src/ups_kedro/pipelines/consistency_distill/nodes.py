@@ -1,0 +1,81 @@
+"""Nodes of ``consistency_distill`` (Stage 3): distil the Stage 2 sampler into a 1–few step student.
+
+Consistency distillation (Song et al. 2023): the student has the consistency parameterisation
+(its output equals its input at σ_min), a slowly updated target copy supplies the regression
+target, and one Heun step of the frozen Stage 2 model links adjacent noise levels.  The student
+is saved as its own artifact; the Stage 2 checkpoint is only read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ups_kedro.config import parse
+from ups_kedro.data.torch_data import ResidualPairDataset
+from ups_kedro.datasets.array_dataset import ArrayBundle
+from ups_kedro.models.diffusion_residual import make_consistency_student
+from ups_kedro.paths import project_root
+from ups_kedro.pipelines.consistency_distill.config import ConsistencyDistillStageConfig
+from ups_kedro.pipelines.diff_residual.nodes import evaluate_corrector
+from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
+from ups_kedro.pipelines.tracking import epoch_logger
+from ups_kedro.pipelines.upstream import load_operator
+from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
+from ups_kedro.training.checkpoint import run_fingerprint
+from ups_kedro.training.diffusion import ConsistencyDistillTask
+from ups_kedro.training.loop import fit
+
+logger = logging.getLogger(__name__)
+STAGE = "consistency_distill"
+
+
+def _config(params: dict[str, Any]) -> ConsistencyDistillStageConfig:
+    return parse(ConsistencyDistillStageConfig, params, STAGE)
+
+
+def distill_consistency(diff_residual_checkpoint: dict, operator_checkpoint: dict,
+                        latents_train: ArrayBundle, latents_val: ArrayBundle,
+                        params: dict[str, Any]) -> dict:
+    """Train the consistency student from the frozen Stage 2 teacher."""
+    cfg = _config(params)
+    op = load_operator(operator_checkpoint, latents_train, latents_val)
+    require_same("operator behind the Stage 2 teacher", op.run_id,
+                 diff_residual_checkpoint["lineage"].get("operator_run_id"),
+                 "Re-run `kedro run --pipeline diff_residual` on the current operator.")
+    teacher = freeze(load_module(diff_residual_checkpoint))
+    torch.manual_seed(cfg.train.seed)
+    student = make_consistency_student(teacher, init_from_teacher=cfg.init_from_teacher)
+    task = ConsistencyDistillTask(
+        teacher, teacher.schedule, operator=op, n_levels=cfg.n_levels,
+        distill_num_taus=cfg.distill_num_taus, distill_micro_batch=cfg.distill_micro_batch,
+        teacher_solver=cfg.teacher_solver, tau_schedule=cfg.tau_schedule,
+        target_ema=cfg.target_ema, val_teacher_steps=cfg.eval.teacher_steps,
+        val_student_steps=min(cfg.eval.student_steps))
+    train = ResidualPairDataset(latents_train.array, op.time_stride)
+    val = ResidualPairDataset(latents_val.array, op.time_stride,
+                              starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
+    teacher_run = diff_residual_checkpoint["lineage"].get("mlflow_run_id")
+    tag_upstream(STAGE, diff_residual_run=teacher_run, operator_run=op.run_id)
+    result = fit(student, task, train, val, cfg.train, stage=STAGE,
+                 state_dir=project_root() / cfg.state_dir,
+                 fingerprint=run_fingerprint(cfg, f"{op.encoder_hash}:{teacher_run}"),
+                 on_epoch_end=epoch_logger(STAGE))
+    return make_checkpoint(
+        student, result, train_config=cfg.train, normaliser=operator_checkpoint["normaliser"],
+        lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash, operator_run_id=op.run_id,
+                             diff_residual_run_id=teacher_run,
+                             split_manifest_hash=latents_train.meta["split_manifest_hash"]))
+
+
+def evaluate_consistency_distill(student_checkpoint: dict, diff_residual_checkpoint: dict,
+                                 operator_checkpoint: dict, autoencoder_checkpoint: dict,
+                                 fields_val: ArrayBundle, params: dict[str, Any]) -> dict:
+    """Student with 1 and 2 steps against the Stage 2 teacher with N steps (accuracy and NFE)."""
+    cfg = _config(params)
+    return evaluate_corrector(student_checkpoint, operator_checkpoint, autoencoder_checkpoint,
+                              fields_val, cfg.eval.student_steps, STAGE, cfg.eval.batch_size,
+                              cfg.eval.seed, cfg.teacher_solver,
+                              teacher=(diff_residual_checkpoint, cfg.eval.teacher_steps))

@@ -1,0 +1,135 @@
+"""Nodes of ``diff_residual`` (Stage 2): a conditional diffusion model of the operator's residual.
+
+Given the frozen operator's prediction ẑ = Op(z), the model learns the distribution of
+r = z_next − ẑ: at a diffusion time τ the residual is corrupted with noise of level σ(τ) and the
+network (EDM preconditioning) predicts the clean residual.  A deterministic Heun sampler turns
+noise into r̂ and the corrected prediction is ẑ + r̂.  See ``ups_kedro.training.diffusion``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from ups_kedro.config import parse
+from ups_kedro.data.torch_data import ResidualPairDataset
+from ups_kedro.datasets.array_dataset import ArrayBundle
+from ups_kedro.evaluation.variants import (
+    corrected_variant,
+    flatten_scores,
+    operator_variant,
+    score_variants,
+)
+from ups_kedro.models.registry import build_model
+from ups_kedro.paths import project_root
+from ups_kedro.pipelines.diff_residual.config import DiffResidualStageConfig
+from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
+from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
+from ups_kedro.pipelines.upstream import load_operator
+from ups_kedro.training.artifacts import load_module, make_checkpoint
+from ups_kedro.training.checkpoint import run_fingerprint
+from ups_kedro.training.diffusion import (
+    ResidualDiffusionTask,
+    estimate_residual_scale,
+    precompute_operator_predictions,
+)
+from ups_kedro.training.loop import fit
+
+logger = logging.getLogger(__name__)
+STAGE = "diff_residual"
+
+
+def _config(params: dict[str, Any]) -> DiffResidualStageConfig:
+    return parse(DiffResidualStageConfig, params, STAGE)
+
+
+def _residual_scale(pairs: ResidualPairDataset, operator, limit: int = 4096) -> float:
+    """RMS of z_next − Op(z) over (up to ``limit``) training pairs: the residual's unit."""
+    idx = np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).astype(int)
+    items = [pairs[int(i)] for i in idx]
+    z = torch.stack([it["z"] for it in items])
+    z_next = torch.stack([it["z_next"] for it in items])
+    return estimate_residual_scale(z_next, precompute_operator_predictions(operator, z))
+
+
+def train_diff_residual(operator_checkpoint: dict, latents_train: ArrayBundle,
+                        latents_val: ArrayBundle, params: dict[str, Any]) -> dict:
+    """Train the residual diffusion model against the frozen operator."""
+    cfg = _config(params)
+    op = load_operator(operator_checkpoint, latents_train, latents_val)
+    train = ResidualPairDataset(latents_train.array, op.time_stride)
+    val = ResidualPairDataset(latents_val.array, op.time_stride,
+                              starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
+    scale = _residual_scale(train, op)
+    tokens, dim = latents_train.array.shape[-2:]
+    torch.manual_seed(cfg.train.seed)
+    model = build_model("diffusion_residual", {
+        "latent_dim": int(dim), "latent_tokens": int(tokens), **vars(cfg.model),
+        "parameterisation": "edm", "residual_scale": scale})
+    task = ResidualDiffusionTask(
+        op, model.schedule, cfg.tau_sampling, cfg.loss.lambda_spectral, cfg.loss.lambda_relative,
+        residual_scale=scale, val_num_sigmas=cfg.val_num_sigmas,
+        val_sample_steps=cfg.sampler.steps, val_solver=cfg.sampler.solver)
+    tag_upstream(STAGE, operator_run=op.run_id, encoder_hash=op.encoder_hash)
+    logger.info("diff_residual: residual RMS (training pairs) %.4g", scale)
+    result = fit(model, task, train, val, cfg.train, stage=STAGE,
+                 state_dir=project_root() / cfg.state_dir,
+                 fingerprint=run_fingerprint(cfg, f"{op.encoder_hash}:{op.run_id}"),
+                 on_epoch_end=epoch_logger(STAGE))
+    return make_checkpoint(
+        model, result, train_config=cfg.train, normaliser=operator_checkpoint["normaliser"],
+        lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash,
+                             operator_run_id=op.run_id,
+                             split_manifest_hash=latents_train.meta["split_manifest_hash"]),
+        metrics={"residual_scale": scale},
+        extra={"sampler": vars(cfg.sampler)})
+
+
+def evaluate_corrector(corrector_checkpoint: dict, operator_checkpoint: dict,
+                       autoencoder_checkpoint: dict, fields_val: ArrayBundle,
+                       steps: tuple[int, ...], stage: str, batch_size: int, seed: int,
+                       solver: str = "heun", teacher: tuple[dict, int] | None = None) -> dict:
+    """Decoded rollouts on validation: operator alone vs operator + corrector at each step count.
+
+    Shared by Stages 2 and 3 (``teacher`` adds the Stage 2 model as a reference variant).
+    """
+    for name, ckpt in (("operator", operator_checkpoint), (stage, corrector_checkpoint)):
+        require_same(f"encoder of the {name} checkpoint",
+                     autoencoder_checkpoint["lineage"]["encoder_hash"],
+                     ckpt["lineage"]["encoder_hash"],
+                     "Stages were trained on different latents: re-run the chain.")
+    ae = load_module(autoencoder_checkpoint)
+    op = load_operator(operator_checkpoint)
+    corrector = load_module(corrector_checkpoint)
+    variants = [operator_variant(op.module, op.dt)]
+    variants += [corrected_variant(f"{stage}_{n}step", op.module, op.dt, corrector, n, seed, solver)
+                 for n in steps]
+    if teacher is not None:
+        ckpt, n = teacher
+        variants.append(corrected_variant(f"teacher_{n}step", op.module, op.dt, load_module(ckpt),
+                                          n, seed, solver))
+    fields = np.asarray(fields_val.array, dtype=np.float32)
+    scores, _ = score_variants(variants, fields, autoencoder_checkpoint["normaliser"], ae.encode,
+                               ae.decode, int(fields_val.meta["initial_step"]), op.time_stride,
+                               batch_size)
+    out = flatten_scores("val", scores)
+    log_metrics(stage, out)
+    for name, s in scores.items():
+        logger.info("%s (val) %-28s nRMSE %.4g  h1 %.4g  last %.4g  NFE/step %d  %.1f ms/traj",
+                    stage, name, s["nrmse"], s.get("nrmse_h1", float("nan")),
+                    s.get("nrmse_last", float("nan")), s.get("nfe_per_step", 0),
+                    s.get("ms_per_trajectory", 0.0))
+    return out
+
+
+def evaluate_diff_residual(diff_residual_checkpoint: dict, operator_checkpoint: dict,
+                           autoencoder_checkpoint: dict, fields_val: ArrayBundle,
+                           params: dict[str, Any]) -> dict:
+    """Does the corrector make rollouts better?  Operator alone vs operator + N-step sampler."""
+    cfg = _config(params)
+    return evaluate_corrector(diff_residual_checkpoint, operator_checkpoint, autoencoder_checkpoint,
+                              fields_val, cfg.eval.sampler_steps, STAGE, cfg.eval.batch_size,
+                              cfg.eval.seed, cfg.sampler.solver)

@@ -1,0 +1,101 @@
+"""The training chain in real Kedro sessions (smoke sizes) with a real MLflow store.
+
+One project copy serves the whole module: each stage reads the files the previous stage's
+``kedro run`` wrote, exactly as a user running ``kedro run --pipeline <stage>`` one by one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import project_copy, run_kedro
+
+pytestmark = pytest.mark.integration
+STAGES = ("data_processing", "autoencoder", "operator", "diff_residual", "consistency_distill")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with project_copy(tmp_path_factory.mktemp("chain")) as root:
+        for stage in STAGES:
+            run_kedro(root, stage)
+        yield root
+
+
+def _runs() -> dict[str, mlflow.entities.Run]:
+    runs = mlflow.search_runs(experiment_names=["ups_kedro"], output_format="list")
+    return {r.data.tags["ups.pipeline"]: r for r in runs}
+
+
+def _ckpt(root: Path, stage: str) -> dict:
+    return torch.load(root / "data/smoke/06_models" / f"{stage}.pt", weights_only=True)
+
+
+def test_each_stage_is_one_mlflow_run_with_epoch_metrics(chain: Path) -> None:
+    runs = _runs()
+    assert set(STAGES) <= set(runs)
+    client = mlflow.MlflowClient()
+    for stage in STAGES[1:]:
+        run = runs[stage]
+        history = client.get_metric_history(run.info.run_id, f"{stage}/loss")
+        assert [m.step for m in history] == list(range(1, len(history) + 1)) and history
+        for key in ("val_loss", "lr", "grad_norm", "epochs_since_improve", "epoch_time_sec"):
+            assert f"{stage}/{key}" in run.data.metrics, (stage, key)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+        assert f"checkpoints/{stage}.pt" in artifacts
+    # Params are flattened; lineage tags name the upstream artifacts consumed.
+    op = runs["operator"]
+    assert op.data.params["operator.model.architecture"] == "pdet_unet"
+    assert op.data.tags["ups.operator.input.encoder_hash"] == _ckpt(chain, "autoencoder")[
+        "lineage"]["encoder_hash"]
+    assert "operator/loss_inv_enc" in op.data.metrics  # physical losses are on in smoke
+
+
+def test_checkpoints_are_self_describing_and_linked(chain: Path) -> None:
+    ae, op = _ckpt(chain, "autoencoder"), _ckpt(chain, "operator")
+    diff, student = _ckpt(chain, "diff_residual"), _ckpt(chain, "consistency_distill")
+    assert ae["kind"] == "autoencoder" and op["kind"] == "latent_operator"
+    assert diff["config"]["parameterisation"] == "edm"
+    assert student["config"]["parameterisation"] == "consistency"
+    encoder = ae["lineage"]["encoder_hash"]
+    for ckpt in (op, diff, student):
+        assert ckpt["lineage"]["encoder_hash"] == encoder
+        assert ckpt["normaliser"] == ae["normaliser"]
+    assert diff["lineage"]["operator_run_id"] == op["lineage"]["mlflow_run_id"]
+    assert student["lineage"]["diff_residual_run_id"] == diff["lineage"]["mlflow_run_id"]
+    # Stage 3 never overwrote Stage 2: the teacher file still holds the EDM model it trained.
+    teacher_now = torch.load(chain / "data/smoke/06_models/diff_residual.pt", weights_only=True)
+    assert teacher_now["config"]["parameterisation"] == "edm"
+
+
+def test_evaluations_compare_against_persistence(chain: Path) -> None:
+    reports = chain / "data/smoke/08_reporting"
+    op = json.loads((reports / "operator_metrics.json").read_text())
+    assert op["val_persistence_nrmse"] > 0 and op["val_operator_nrmse"] > 0
+    assert np.isfinite(op["val_operator_one_step_nrmse"])
+    diff = json.loads((reports / "diff_residual_metrics.json").read_text())
+    assert any(k.startswith("val_diff_residual_") and k.endswith("_nfe_per_step") for k in diff)
+    cd = json.loads((reports / "consistency_distill_metrics.json").read_text())
+    assert cd["val_consistency_distill_1step_nfe_per_step"] == 2.0  # operator + one student call
+    latents = np.load(chain / "data/smoke/05_model_input/latents_train/data.npy", mmap_mode="r")
+    assert latents.ndim == 4  # [trajectories, time, tokens, dim]
+
+
+def test_latents_from_another_encoder_are_refused(chain: Path) -> None:
+    meta_path = chain / "data/smoke/05_model_input/latents_train/meta.json"
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    meta["encoder_hash"] = "0123456789abcdef"
+    meta_path.write_text(json.dumps(meta))
+    try:
+        with pytest.raises(Exception, match="latents were written by another autoencoder"):
+            run_kedro(chain, "operator")
+    finally:
+        meta_path.write_text(original)
