@@ -7,6 +7,11 @@ One project copy serves the whole module: each stage reads the files the previou
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +104,53 @@ def test_latents_from_another_encoder_are_refused(chain: Path) -> None:
             run_kedro(chain, "operator")
     finally:
         meta_path.write_text(original)
+
+
+def _wait_for_epoch(state: Path, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    from ups_kedro.training.checkpoint import load_train_state
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"kedro run ended before epoch {epoch} (exit {proc.returncode})")
+        if state.is_file():
+            try:
+                if load_train_state(state).epoch >= epoch:
+                    return
+            except (OSError, RuntimeError, EOFError):
+                pass  # replaced while we read it; try again
+        time.sleep(0.2)
+    raise AssertionError(f"no epoch {epoch} state within {timeout} s")
+
+
+def test_killed_stage_resumes_to_the_uninterrupted_result(chain: Path) -> None:
+    """SIGKILL `kedro run --pipeline operator` after epoch 2; the re-run ends where an
+    uninterrupted run ends (same seed, CPU: identical weights and validation loss)."""
+    params = {"operator": {"train": {"epochs": 4}}}
+    run_kedro(chain, "operator", params=params)
+    reference = _ckpt(chain, "operator")
+
+    state = chain / "data/smoke/06_models/state/operator/last.pt"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipeline", "operator",
+         "--params", "operator.train.epochs=4"],
+        cwd=chain, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_epoch(state, 2, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    run_kedro(chain, "operator", params=params)
+    resumed = _ckpt(chain, "operator")
+    assert resumed["metrics"]["best_val_loss"] == reference["metrics"]["best_val_loss"]
+    for key, tensor in reference["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], tensor), key
+    # The resumed MLflow run replays epochs 1-2, so its curve is complete.
+    run = mlflow.search_runs(experiment_names=["ups_kedro"], output_format="list",
+                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id,
+                                                                       "operator/loss")]
+    assert steps == [1, 2, 3, 4]
