@@ -1,11 +1,15 @@
 """Any-point decoder: latent tokens + query coordinates -> field values at those points.
 
 Perceiver-IO style cross-attention (queries attend to the tokens) plus *local* features in the
-spirit of local implicit functions (LIIF): every query also reads the tokens of the cell corners
-around it (2 in 1D, 4 in 2D), each combined non-linearly with the query's offset from that
-token, and blends them with periodic (bi)linear interpolation weights.  The local path is what
-lets a few dozen tokens represent sharp fronts; the blend keeps the output continuous in the
-query position, so the decoder stays resolution-free ("any point").
+spirit of local implicit functions (LIIF): every query also reads the tokens at the corners of
+the token cell around it (2 in 1D, 4 in 2D), combines each with the query's offset from that
+token (a product path and an additive GELU path), and blends the corners with periodic
+(bi)linear interpolation weights.  The local path is what lets a few dozen tokens represent
+sharp fronts; the blend keeps the output continuous in the query position, so the decoder
+stays resolution-free ("any point").
+
+Shapes: ``z [B, N, D]``, coords ``[Q, s]`` or ``[B, Q, s]`` -> ``[B, Q, C]``; ``H`` =
+``hidden_dim``, ``K = 2**s`` corners.
 """
 
 from __future__ import annotations
@@ -61,8 +65,8 @@ class AnyPointDecoderConfig:
     def validate(self, where: str = "any_point_decoder") -> None:
         """Raise ``ValueError`` naming the offending field."""
         check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        check(self.out_channels >= 1, where, "out_channels", f"must be >= 1, got {self.out_channels}")
-        check(self.spatial_dims in (1, 2), where, "spatial_dims", f"must be 1 or 2, got {self.spatial_dims}")
+        check(self.out_channels >= 1, where, "out_channels", f"must be >= 1: {self.out_channels}")
+        check(self.spatial_dims in (1, 2), where, "spatial_dims", f"not 1 or 2: {self.spatial_dims}")
         check(
             self.latent_tokens >= 1 and tokens_per_axis(self.latent_tokens, self.spatial_dims) >= 1,
             where,
@@ -118,7 +122,9 @@ class AnyPointDecoder(nn.Module):
         self.cfg = cfg
         s, hid = cfg.spatial_dims, cfg.hidden_dim
         self.side = tokens_per_axis(cfg.latent_tokens, s)
-        self.register_buffer("freqs", torch.tensor(cfg.fourier_freqs, dtype=torch.float32), persistent=False)
+        # Buffers derived from cfg: non-persistent, rebuilt on load rather than stored.
+        freqs = torch.tensor(cfg.fourier_freqs, dtype=torch.float32)
+        self.register_buffer("freqs", freqs, persistent=False)
         self.register_buffer("token_pos", token_positions(cfg.latent_tokens, s), persistent=False)
         n_pos = 2 * s * len(cfg.fourier_freqs)
 
@@ -128,17 +134,16 @@ class AnyPointDecoder(nn.Module):
 
         if cfg.local_features:
             # Corners of the token cell around a query: all 0/1 combinations over the axes.
-            bits = torch.tensor(list(itertools.product((0, 1), repeat=s)), dtype=torch.long)  # [K, s]
+            bits = torch.tensor(list(itertools.product((0, 1), repeat=s)), dtype=torch.long)
             strides = torch.tensor([self.side ** (s - 1 - d) for d in range(s)], dtype=torch.long)
-            self.register_buffer("corner_bits", bits, persistent=False)
-            self.register_buffer("token_strides", strides, persistent=False)
-            self.register_buffer(
-                "local_freqs", torch.tensor(cfg.local_freqs, dtype=torch.float32), persistent=False
-            )
-            # Two halves each: a bilinear (content x offset) path and an additive GELU path.
-            # A 3 (x 3) periodic convolution over the token grid, not a per-token Linear: each
-            # corner's features then also describe its neighbours, so the blended prediction
-            # near a cell edge can draw on the token that owns the data there.
+            self.register_buffer("corner_bits", bits, persistent=False)  # [K, s]
+            self.register_buffer("token_strides", strides, persistent=False)  # row-major index
+            local_freqs = torch.tensor(cfg.local_freqs, dtype=torch.float32)
+            self.register_buffer("local_freqs", local_freqs, persistent=False)
+            # Token features come from a 3 (x 3) periodic convolution over the token grid, not a
+            # per-token Linear: each corner then also describes its neighbours, so the blended
+            # prediction near a cell edge can draw on the token that owns the data there
+            # (1D Burgers, 2000 steps: nRMSE 2.3e-2 -> 1.6e-2).  Output: 2H = product + additive.
             conv = nn.Conv1d if s == 1 else nn.Conv2d
             self.local_token_proj = conv(
                 cfg.latent_dim, 2 * hid, kernel_size=3, padding=1, padding_mode="circular"
@@ -166,7 +171,7 @@ class AnyPointDecoder(nn.Module):
         return self.local_token_proj(x).reshape(b, -1, n).transpose(1, 2)
 
     def _local(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """Interpolated local features: ``z [B, N, D]``, ``coords [Q, s] | [B, Q, s]`` -> ``[B, Q, H]``."""
+        """Blended corner features: ``z [B, N, D]``, coords ``[(B,) Q, s]`` -> ``[B, Q, H]``."""
         side = self.side
         t = coords.float() * side - 0.5  # token-grid coordinate; token j sits at t = j
         base = torch.floor(t)
@@ -180,12 +185,12 @@ class AnyPointDecoder(nn.Module):
         off_feats = torch.cat([offset, fourier_features(offset, self.local_freqs, math.pi)], -1)
 
         tok = self._token_conv(z)  # [B, N, 2H]
-        b, hid = tok.shape[0], tok.shape[-1]
-        if flat.dim() == 2:  # coords shared by the batch
-            gathered = tok[:, flat.reshape(-1)]  # [B, Q*K, H]
+        b, width = tok.shape[0], tok.shape[-1]
+        if flat.dim() == 2:  # coords shared by the batch: one index for every sample
+            gathered = tok[:, flat.reshape(-1)]  # [B, Q*K, 2H]
         else:
-            gathered = torch.gather(tok, 1, flat.reshape(b, -1, 1).expand(-1, -1, hid))
-        gathered = gathered.reshape(b, *flat.shape[-2:], hid)  # [B, Q, K, 2H]
+            gathered = torch.gather(tok, 1, flat.reshape(b, -1, 1).expand(-1, -1, width))
+        gathered = gathered.reshape(b, *flat.shape[-2:], width)  # [B, Q, K, 2H]
         c_mul, c_add = gathered.chunk(2, dim=-1)
         e_mul, e_add = self.local_offset_proj(off_feats).chunk(2, dim=-1)  # [(B,) Q, K, H]
         # The product lets a token's content be read out as a function of the offset in one
@@ -213,14 +218,17 @@ class AnyPointDecoder(nn.Module):
         if self.cfg.local_features:
             x = x + self._local(z, coords)
         x = x.expand(b, -1, -1)
-        tokens = self.token_proj(z) + self.token_pos_embed(fourier_features(self.token_pos, self.freqs))
+        token_pos = self.token_pos_embed(fourier_features(self.token_pos, self.freqs))  # [N, H]
+        tokens = self.token_proj(z) + token_pos  # [B, N, H]
         for block in self.blocks:
             x = block(x, tokens)
         h = F.gelu(self.head_fc1(self.head_norm(x)))  # [B, Q, C*M]
         h = h.reshape(*h.shape[:-1], self.cfg.out_channels, self.cfg.mlp_hidden)
         return (h * self.head_w2).sum(-1) + self.head_b2  # [B, Q, C]
 
-    def decode_grid(self, z: torch.Tensor, grid_shape: tuple[int, ...] | list[int]) -> torch.Tensor:
+    def decode_grid(
+        self, z: torch.Tensor, grid_shape: tuple[int, ...] | list[int]
+    ) -> torch.Tensor:
         """Decode at the cell centres ``(i + 0.5) / n`` of a grid: ``-> [B, *grid_shape, C]``."""
         grid_shape = tuple(int(n) for n in grid_shape)
         if len(grid_shape) != self.cfg.spatial_dims:

@@ -71,8 +71,7 @@ def model_kind(module: nn.Module) -> str:
 def model_config(module: nn.Module) -> dict[str, Any]:
     """``dataclasses.asdict(module.cfg)``: the plain dict a checkpoint stores beside the weights."""
     module = getattr(module, "_orig_mod", module)
-    cfg = getattr(module, "cfg", None) or module.config
-    return dataclasses.asdict(cfg)
+    return dataclasses.asdict(module.cfg)
 
 
 __all__ = ["MODEL_KINDS", "build_config", "build_model", "model_config", "model_kind"]
