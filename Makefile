@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test viz mlflow-ui clean-smoke
+.PHONY: setup run test viz mlflow-ui clean-smoke benchmark
 
 setup:
 	scripts/setup.sh
@@ -27,3 +27,6 @@ mlflow-ui: setup
 
 clean-smoke:
 	rm -rf data/smoke
+
+benchmark: setup
+	$(VENV)/bin/python scripts/benchmark.py $(ARGS)

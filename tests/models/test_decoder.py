@@ -83,9 +83,10 @@ def test_continuous_across_token_centres_and_cell_edges(spatial_dims: int) -> No
 
 
 @pytest.mark.parametrize("spatial_dims", [1, 2])
-def test_every_parameter_gets_a_gradient(spatial_dims: int) -> None:
+@pytest.mark.parametrize(("layers", "local"), [(2, True), (0, True), (1, False)])
+def test_every_parameter_gets_a_gradient(spatial_dims: int, layers: int, local: bool) -> None:
     torch.manual_seed(0)
-    dec = AnyPointDecoder(decoder_cfg(spatial_dims, 2))
+    dec = AnyPointDecoder(decoder_cfg(spatial_dims, 2, num_layers=layers, local_features=local))
     z = torch.randn(2, TOKENS[spatial_dims], 8, requires_grad=True)
     dec(z, torch.rand(2, 13, spatial_dims)).pow(2).mean().backward()
     assert_grads(dec, nonzero=True)
@@ -103,6 +104,7 @@ def test_every_parameter_gets_a_gradient(spatial_dims: int) -> None:
         ({"fourier_freqs": ()}, "fourier_freqs"),
         ({"out_channels": 0}, "out_channels"),
         ({"mlp_hidden": 0}, "mlp_hidden"),
+        ({"num_layers": 0, "local_features": False}, "num_layers"),
     ],
 )
 def test_validation_names_the_field(override: dict, field: str) -> None:

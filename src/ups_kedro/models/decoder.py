@@ -66,7 +66,12 @@ class AnyPointDecoderConfig:
         """Raise ``ValueError`` naming the offending field."""
         check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
         check(self.out_channels >= 1, where, "out_channels", f"must be >= 1: {self.out_channels}")
-        check(self.spatial_dims in (1, 2), where, "spatial_dims", f"not 1 or 2: {self.spatial_dims}")
+        check(
+            self.spatial_dims in (1, 2),
+            where,
+            "spatial_dims",
+            f"must be 1 or 2, got {self.spatial_dims}",
+        )
         check(
             self.latent_tokens >= 1 and tokens_per_axis(self.latent_tokens, self.spatial_dims) >= 1,
             where,
@@ -85,6 +90,12 @@ class AnyPointDecoderConfig:
         check(all(f > 0 for f in self.fourier_freqs), where, "fourier_freqs", "must be positive")
         check(self.mlp_hidden >= 1, where, "mlp_hidden", f"must be >= 1, got {self.mlp_hidden}")
         check(all(f > 0 for f in self.local_freqs), where, "local_freqs", "must be positive")
+        check(
+            self.num_layers >= 1 or self.local_features,
+            where,
+            "num_layers",
+            "must be >= 1 when local_features is false (the output would ignore z)",
+        )
 
 
 class CrossAttentionBlock(nn.Module):
@@ -129,8 +140,9 @@ class AnyPointDecoder(nn.Module):
         n_pos = 2 * s * len(cfg.fourier_freqs)
 
         self.query_embed = nn.Linear(n_pos, hid)
-        self.token_proj = nn.Linear(cfg.latent_dim, hid)
-        self.token_pos_embed = nn.Linear(n_pos, hid)
+        if cfg.num_layers:  # tokens for cross-attention, with a positional embedding
+            self.token_proj = nn.Linear(cfg.latent_dim, hid)
+            self.token_pos_embed = nn.Linear(n_pos, hid)
 
         if cfg.local_features:
             # Corners of the token cell around a query: all 0/1 combinations over the axes.
@@ -218,10 +230,11 @@ class AnyPointDecoder(nn.Module):
         if self.cfg.local_features:
             x = x + self._local(z, coords)
         x = x.expand(b, -1, -1)
-        token_pos = self.token_pos_embed(fourier_features(self.token_pos, self.freqs))  # [N, H]
-        tokens = self.token_proj(z) + token_pos  # [B, N, H]
-        for block in self.blocks:
-            x = block(x, tokens)
+        if self.cfg.num_layers:
+            token_pos = self.token_pos_embed(fourier_features(self.token_pos, self.freqs))  # [N, H]
+            tokens = self.token_proj(z) + token_pos  # [B, N, H]
+            for block in self.blocks:
+                x = block(x, tokens)
         h = F.gelu(self.head_fc1(self.head_norm(x)))  # [B, Q, C*M]
         h = h.reshape(*h.shape[:-1], self.cfg.out_channels, self.cfg.mlp_hidden)
         return (h * self.head_w2).sum(-1) + self.head_b2  # [B, Q, C]

@@ -1,6 +1,6 @@
 """Model kinds -> (config dataclass, module class), so a checkpoint can rebuild its module.
 
-A checkpoint stores ``{"kind": model_kind(m), "config": dataclasses.asdict(m.cfg), ...}``;
+A checkpoint stores ``{"kind": model_kind(m), "config": model_config(m), ...}``;
 ``build_model(kind, config)`` rebuilds the same architecture.  Config dicts are parsed strictly
 by :func:`ups_kedro.config.parse`: unknown or missing keys raise ``ValueError`` naming them, and
 YAML/JSON lists become tuples.
@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from ups_kedro.config import parse
+from ups_kedro.config import parse, to_dict
 from ups_kedro.models.autoencoder import Autoencoder, AutoencoderConfig
 from ups_kedro.models.decoder import AnyPointDecoder, AnyPointDecoderConfig
 from ups_kedro.models.diffusion_residual import DiffusionResidual, DiffusionResidualConfig
@@ -69,9 +69,13 @@ def model_kind(module: nn.Module) -> str:
 
 
 def model_config(module: nn.Module) -> dict[str, Any]:
-    """``dataclasses.asdict(module.cfg)``: the plain dict a checkpoint stores beside the weights."""
+    """The plain dict a checkpoint stores beside the weights.
+
+    ``dataclasses.asdict(module.cfg)`` with tuples as lists, so it is also valid JSON/YAML
+    (``yaml.safe_dump`` rejects tuples); :func:`build_model` turns the lists back into tuples.
+    """
     module = getattr(module, "_orig_mod", module)
-    return dataclasses.asdict(module.cfg)
+    return to_dict(module.cfg)
 
 
 __all__ = ["MODEL_KINDS", "build_config", "build_model", "model_config", "model_kind"]

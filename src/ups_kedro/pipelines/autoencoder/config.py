@@ -18,19 +18,19 @@ class LatentConfig:
 
 @dataclass(frozen=True)
 class EncoderParams:
-    patch_size: int = 4
-    stem_hidden: int = 64
+    patch_size: int = 8
+    stem_hidden: int = 32
     stem_layers: int = 2
     fourier_freqs: tuple[float, ...] = (1.0, 2.0)
 
 
 @dataclass(frozen=True)
 class DecoderParams:
-    hidden_dim: int = 64
-    num_layers: int = 2
+    hidden_dim: int = 32
+    num_layers: int = 0
     num_heads: int = 4
     fourier_freqs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-    mlp_hidden: int = 128
+    mlp_hidden: int = 64
     local_features: bool = True
     local_freqs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 
@@ -41,7 +41,7 @@ class AutoencoderStageConfig:
     encoder: EncoderParams = field(default_factory=EncoderParams)
     decoder: DecoderParams = field(default_factory=DecoderParams)
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=64))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=128))
     val_frame_stride: int = 4       # validate on every 4th frame (cheaper, same distribution)
-    encode_batch_size: int = 256
+    encode_batch_size: int = 512
     state_dir: str = "data/06_models/state/autoencoder"
