@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -61,13 +62,20 @@ def bench_operator(epochs: int) -> dict:
     direct = time.perf_counter() - start
     n_pairs = len(inputs[0].array) * (inputs[0].array.shape[1] - 1)
 
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipeline", "operator",
-         "--nodes", "operator.train_operator",
-         "--params", f"operator.train.epochs={epochs},operator.train.progress=False"],
-        cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    via_kedro = time.perf_counter() - start
+    # The kedro run writes operator.pt like any run; keep the user's checkpoint and put it back.
+    ckpt_path = ROOT / "data/06_models/operator.pt"
+    backup = ckpt_path.with_name(".operator.pt.benchmark-backup")
+    shutil.copy2(ckpt_path, backup)
+    try:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "kedro", "run", "--pipeline", "operator",
+             "--nodes", "operator.train_operator",
+             "--params", f"operator.train.epochs={epochs},operator.train.progress=False"],
+            cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        via_kedro = time.perf_counter() - start
+    finally:
+        os.replace(backup, ckpt_path)
     return {
         "operator_epochs": epochs,
         "operator_pairs_per_sec": n_pairs * ckpt["metrics"]["epochs_run"] / direct,

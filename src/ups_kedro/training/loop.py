@@ -432,6 +432,13 @@ def _load_resumable(path: Path, fingerprint: str, stage: str) -> TrainState | No
             stacklevel=3,
         )
         return None
+    if state.finished:
+        # A finished run's result lives in its checkpoint artifact; nothing here to resume or
+        # keep, whatever its fingerprint.
+        logger.info(
+            "stage %r: previous run finished (%s); starting afresh", stage, state.stopped_reason
+        )
+        return None
     if state.fingerprint != fingerprint:
         moved = _set_aside(path, f"stale-{state.fingerprint}")
         warnings.warn(
@@ -440,11 +447,6 @@ def _load_resumable(path: Path, fingerprint: str, stage: str) -> TrainState | No
             "starting from scratch",
             RuntimeWarning,
             stacklevel=3,
-        )
-        return None
-    if state.finished:
-        logger.info(
-            "stage %r: previous run finished (%s); starting afresh", stage, state.stopped_reason
         )
         return None
     return state

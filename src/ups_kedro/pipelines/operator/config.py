@@ -34,7 +34,7 @@ class OperatorEvalParams:
 class OperatorStageConfig:
     model: OperatorModelParams = field(default_factory=OperatorModelParams)
     loss: OperatorLossConfig = field(default_factory=OperatorLossConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=64))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=64))
     time_stride: int = 1
     val_start_stride: int = 4   # validate on every 4th start frame (cheaper, same distribution)
     eval: OperatorEvalParams = field(default_factory=OperatorEvalParams)
