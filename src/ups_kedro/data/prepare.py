@@ -16,7 +16,7 @@ import numpy as np
 
 from ups_kedro.data.config import DataProcessingConfig, SplitConfig
 from ups_kedro.data.pdebench import PDEBenchFormatError, open_pdebench
-from ups_kedro.datasets.array_dataset import ArrayBundle, ChunkedArray
+from ups_kedro.data.arrays import ArrayBundle, ChunkedArray
 
 SPLITS = ("train", "val", "test")
 

@@ -35,7 +35,7 @@ from ups_kedro.data.config import SplitConfig
 from ups_kedro.data.darcy import darcy_grid, generate_darcy
 from ups_kedro.data.pdebench import PDEBenchFormatError, open_pdebench, write_darcy_file
 from ups_kedro.data.prepare import describe_source, fit_normaliser
-from ups_kedro.datasets.array_dataset import ArrayBundle, ChunkedArray
+from ups_kedro.data.arrays import ArrayBundle, ChunkedArray
 
 logger = logging.getLogger(__name__)
 

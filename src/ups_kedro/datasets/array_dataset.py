@@ -10,8 +10,6 @@ either a whole array (:class:`ArrayBundle`) or a stream of chunks along the firs
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -19,25 +17,8 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from ups_kedro.atomic import atomic_dir
+from ups_kedro.data.arrays import ArrayBundle, ChunkedArray
 from ups_kedro.datasets.json_dataset import _jsonable
-
-
-@dataclass
-class ArrayBundle:
-    """An array (possibly a read-only memmap) and its JSON metadata."""
-
-    array: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ChunkedArray:
-    """An array described by its shape and produced chunk by chunk along axis 0."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    chunks: Iterable[np.ndarray]
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class ArrayDataset(AbstractDataset[ArrayBundle | ChunkedArray, ArrayBundle]):
@@ -45,9 +26,9 @@ class ArrayDataset(AbstractDataset[ArrayBundle | ChunkedArray, ArrayBundle]):
 
     Example catalog entry::
 
-        operator_latents_train:
+        "autoencoder.latents_{split}":
           type: ups_kedro.datasets.ArrayDataset
-          filepath: data/05_model_input/latents_train
+          filepath: data/05_model_input/latents_{split}
     """
 
     def __init__(self, filepath: str, mmap: bool = True, metadata: dict[str, Any] | None = None):

@@ -1,1 +1,1 @@
-"""evaluation"""
+"""Rollouts and metrics defined as PDEBench defines them, and the variants compared."""
