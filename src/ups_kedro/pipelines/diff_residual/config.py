@@ -20,7 +20,7 @@ class ResidualModelParams:
     noise_embed_dim: int = 16
     mlp_ratio: float = 2.0
     sigma_min: float = 1.0e-4
-    sigma_max: float = 20.0
+    sigma_max: float = 1.0
     rho: float = 7.0
 
 
@@ -49,7 +49,7 @@ class DiffResidualStageConfig:
     tau_sampling: TauSampling = field(default_factory=TauSampling)
     loss: ResidualLossParams = field(default_factory=ResidualLossParams)
     sampler: SamplerParams = field(default_factory=SamplerParams)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=128))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, batch_size=128))
     val_start_stride: int = 4
     val_num_sigmas: int = 8
     eval: ResidualEvalParams = field(default_factory=ResidualEvalParams)
