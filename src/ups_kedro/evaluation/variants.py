@@ -42,12 +42,10 @@ def corrected_variant(name: str, operator: nn.Module, dt: float, corrector: nn.M
     reproducible; NFE per step = 1 (operator) + the sampler's evaluations.
     """
     generator = torch.Generator().manual_seed(seed)
-    counter = {"nfe": 0}
 
     def step(z: torch.Tensor) -> torch.Tensor:
-        z_next, nfe = refine_latent(corrector, operator(z, dt), n_steps, generator=generator,
-                                    solver=solver)
-        counter["nfe"] = nfe
+        z_next, _ = refine_latent(corrector, operator(z, dt), n_steps, generator=generator,
+                                  solver=solver)
         return z_next
 
     # One dry call on a dummy batch fixes the NFE figure without touching the seeded stream.

@@ -32,8 +32,8 @@ def _config(params: dict[str, Any]) -> AutoencoderStageConfig:
     return parse(AutoencoderStageConfig, params, STAGE)
 
 
-def build_autoencoder(cfg: AutoencoderStageConfig, fields_meta: dict, shape: tuple[int, ...]):
-    """An untrained Autoencoder sized from the parameters and the data's grid and channels."""
+def build_autoencoder(cfg: AutoencoderStageConfig, shape: tuple[int, ...]):
+    """An untrained Autoencoder sized from the parameters and the data shape [N, T, *space, C]."""
     grid = tuple(int(n) for n in shape[2:-1])
     channels = int(shape[-1])
     common = {"latent_dim": cfg.latent.dim, "latent_tokens": cfg.latent.tokens,
@@ -58,7 +58,7 @@ def train_autoencoder(
     require_same("normaliser", manifest_hash, normaliser["split_manifest_hash"],
                  "Re-run data_processing: the normaliser belongs to another split.")
     torch.manual_seed(cfg.train.seed)
-    model = build_autoencoder(cfg, fields_train.meta, fields_train.array.shape)
+    model = build_autoencoder(cfg, fields_train.array.shape)
     mean, std = normaliser_tensors(normaliser)
     train = FrameDataset(fields_train.array, normaliser)
     val = FrameDataset(fields_val.array, normaliser, frame_stride=cfg.val_frame_stride)

@@ -203,7 +203,7 @@ def train_steady_autoencoder(solutions_train: ArrayBundle, solutions_val: ArrayB
     ae_cfg = cfg.autoencoder.stage_config()
     with torch_threads(cfg.torch_threads):
         torch.manual_seed(ae_cfg.train.seed)
-        model = build_autoencoder(ae_cfg, solutions_train.meta, solutions_train.array.shape)
+        model = build_autoencoder(ae_cfg, solutions_train.array.shape)
         mean, std = normaliser_tensors(normaliser)
         tag_upstream(AE_STAGE, split_manifest=manifest_hash)
         result = fit(
