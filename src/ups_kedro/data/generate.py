@@ -16,7 +16,9 @@ import json
 import logging
 import time
 from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -32,11 +34,45 @@ GENERATOR_VERSION = 2
 _CHUNK = 64  # trajectories solved at once: bounds memory (X=1024, T=201 → ~100 MB float64)
 
 
+#: File attribute holding the settings hash, so a generated file is reused only when it matches.
+HASH_ATTR = "ups_generator_hash"
+
+
+def settings_hash(cfg: Any, version: int, **extra: Any) -> str:
+    """Hash of a generator config dataclass (``output_dir`` excluded), its version and extras."""
+    payload = {k: v for k, v in asdict(cfg).items() if k != "output_dir"}
+    payload.update(extra, generator_version=version)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def generator_hash(cfg: BuiltinConfig) -> str:
     """Hash of everything that determines the generated data (output_dir excluded)."""
-    payload = {k: v for k, v in asdict(cfg).items() if k != "output_dir"}
-    payload["generator_version"] = GENERATOR_VERSION
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return settings_hash(cfg, GENERATOR_VERSION)
+
+
+def stored_generator_hash(path: Path) -> str | None:
+    """The :data:`HASH_ATTR` attribute of an HDF5 file (None when absent or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get(HASH_ATTR)
+    except OSError:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def reuse_or_generate(path: Path, wanted: str, write: Callable[[Path, dict], None]) -> float:
+    """Call ``write(path, attrs)`` unless ``path`` already holds data of hash ``wanted``.
+
+    ``attrs`` carries the hash for the writer to store.  Returns the seconds spent (0.0 reused).
+    """
+    if path.is_file() and stored_generator_hash(path) == wanted:
+        logger.info("Reusing built-in data %s (generator hash %s)", path, wanted)
+        return 0.0
+    start = time.perf_counter()
+    write(path, {HASH_ATTR: wanted})
+    seconds = time.perf_counter() - start
+    logger.info("Generated %s in %.1f s", path, seconds)
+    return seconds
 
 
 def builtin_filename(cfg: BuiltinConfig) -> str:
@@ -55,24 +91,9 @@ def ensure_builtin_file(cfg: BuiltinConfig, root: Path) -> tuple[Path, float]:
         (path of the HDF5 file, seconds spent generating; 0.0 when reused).
     """
     path = (root / cfg.output_dir / builtin_filename(cfg)).resolve()
-    wanted = generator_hash(cfg)
-    if path.is_file() and _stored_hash(path) == wanted:
-        logger.info("Reusing built-in data %s (generator hash %s)", path, wanted)
-        return path, 0.0
-    start = time.perf_counter()
-    _GENERATORS[cfg.system](cfg, path, {"ups_generator_hash": wanted})
-    seconds = time.perf_counter() - start
-    logger.info("Generated %s in %.1f s", path, seconds)
+    seconds = reuse_or_generate(path, generator_hash(cfg),
+                                lambda p, attrs: _GENERATORS[cfg.system](cfg, p, attrs))
     return path, seconds
-
-
-def _stored_hash(path: Path) -> str | None:
-    try:
-        with h5py.File(path, "r") as f:
-            value = f.attrs.get("ups_generator_hash")
-    except OSError:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _grid(n: int) -> np.ndarray:

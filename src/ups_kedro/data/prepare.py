@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ups_kedro.data.config import DataProcessingConfig, SplitConfig
+from ups_kedro.data.generate import HASH_ATTR
 from ups_kedro.data.pdebench import PDEBenchFormatError, open_pdebench
 from ups_kedro.data.arrays import ArrayBundle, ChunkedArray
 
@@ -183,7 +184,7 @@ def describe_source(path: Path, layout: str, fields: list[str] | None, max_sampl
             "n_frames": int(reader.n_frames),
             "spatial_shape": [int(n) for n in reader.spatial_shape],
             "channels": list(reader.channels),
-            "attrs": {k: v for k, v in reader.attrs.items() if k != "ups_generator_hash"},
+            "attrs": {k: v for k, v in reader.attrs.items() if k != HASH_ATTR},
         }
     # Hashing a multi-GB file is too slow; size, mtime and shape identify it well enough.
     info["fingerprint"] = content_hash({**info, "size": stat.st_size, "mtime": int(stat.st_mtime),

@@ -17,22 +17,19 @@ forcing ``beta`` (solver and coefficients: :mod:`ups_kedro.data.darcy`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 
 from ups_kedro.config import ConfigError
 from ups_kedro.data.config import SplitConfig
 from ups_kedro.data.darcy import darcy_grid, generate_darcy
+from ups_kedro.data.generate import reuse_or_generate, settings_hash
 from ups_kedro.data.pdebench import PDEBenchFormatError, open_pdebench, write_darcy_file
 from ups_kedro.data.prepare import describe_source, fit_normaliser
 from ups_kedro.data.arrays import ArrayBundle, ChunkedArray
@@ -41,8 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: Bump when the generator changes in a way that alters the data for the same settings.
 GENERATOR_VERSION = 1
-#: File attribute holding the generator settings' hash (the same name as ``data.generate``).
-HASH_ATTR = "ups_generator_hash"
 #: Channels of :func:`conditioning_fields`, in order.
 CONDITIONING_CHANNELS: tuple[str, ...] = ("log_nu", "beta")
 
@@ -119,25 +114,12 @@ class SteadyDataConfig:
 # ------------------------------------------------------------------------------------------------
 def darcy_generator_hash(cfg: DarcyBuiltinConfig) -> str:
     """Hash of everything that determines the generated data (``output_dir`` excluded)."""
-    payload = {k: v for k, v in asdict(cfg).items() if k != "output_dir"}
-    payload["generator"] = "darcy"
-    payload["generator_version"] = GENERATOR_VERSION
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return settings_hash(cfg, GENERATOR_VERSION, generator="darcy")
 
 
 def darcy_filename(cfg: DarcyBuiltinConfig) -> str:
     """PDEBench's name for a Darcy file of this forcing."""
     return f"2D_DarcyFlow_beta{cfg.beta}_Train.hdf5"
-
-
-def stored_generator_hash(path: Path) -> str | None:
-    """The ``ups_generator_hash`` attribute of an HDF5 file (None when absent or unreadable)."""
-    try:
-        with h5py.File(path, "r") as f:
-            value = f.attrs.get(HASH_ATTR)
-    except OSError:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def ensure_darcy_file(cfg: DarcyBuiltinConfig, root: Path) -> tuple[Path, float]:
@@ -147,22 +129,17 @@ def ensure_darcy_file(cfg: DarcyBuiltinConfig, root: Path) -> tuple[Path, float]
         (path of the PDEBench Darcy file, seconds spent generating; 0.0 when reused).
     """
     path = (root / cfg.output_dir / darcy_filename(cfg)).resolve()
-    wanted = darcy_generator_hash(cfg)
-    if path.is_file() and stored_generator_hash(path) == wanted:
-        logger.info("Reusing built-in Darcy data %s (generator hash %s)", path, wanted)
-        return path, 0.0
-    start = time.perf_counter()
-    solution, nu = generate_darcy(
-        np.random.default_rng(cfg.seed), cfg.n_samples, cfg.resolution, cfg.beta,
-        kind=cfg.coefficient, high=cfg.high, contrast=cfg.contrast)
-    x, y = darcy_grid(cfg.resolution)
-    write_darcy_file(path, solution, nu, x, y, attrs={
-        "beta": cfg.beta, "coefficient": cfg.coefficient, "high": cfg.high,
-        "contrast": cfg.contrast, HASH_ATTR: wanted})
-    seconds = time.perf_counter() - start
-    logger.info("Generated %d Darcy samples (%d×%d) in %.1f s: %s", cfg.n_samples,
-                cfg.resolution, cfg.resolution, seconds, path)
-    return path, seconds
+
+    def write(target: Path, attrs: dict) -> None:
+        solution, nu = generate_darcy(
+            np.random.default_rng(cfg.seed), cfg.n_samples, cfg.resolution, cfg.beta,
+            kind=cfg.coefficient, high=cfg.high, contrast=cfg.contrast)
+        x, y = darcy_grid(cfg.resolution)
+        write_darcy_file(target, solution, nu, x, y, attrs={
+            "beta": cfg.beta, "coefficient": cfg.coefficient, "high": cfg.high,
+            "contrast": cfg.contrast, **attrs})
+
+    return path, reuse_or_generate(path, darcy_generator_hash(cfg), write)
 
 
 def describe_darcy_source(path: Path, max_samples: int | None, beta: float | None,
@@ -298,5 +275,4 @@ __all__ = [
     "fit_steady_normaliser",
     "mean_field",
     "prepare_steady_split",
-    "stored_generator_hash",
 ]
