@@ -75,19 +75,24 @@ def latent_rollout(
 
 
 @torch.no_grad()
+def _map_frames(frames: np.ndarray, normaliser: dict, fn: Step, batch_size: int) -> np.ndarray:
+    """Apply ``fn`` (normalised → normalised) to frames [M, *space, C] in physical units, batched."""
+    mean, std = normaliser_tensors(normaliser)
+    out = []
+    for start in range(0, frames.shape[0], batch_size):
+        u = (torch.from_numpy(np.array(frames[start:start + batch_size], np.float32)) - mean) / std
+        out.append((fn(u) * std + mean).numpy())
+    return np.concatenate(out)
+
+
 def reconstruct(fields: np.ndarray, normaliser: dict, encode: Step, decode: Step,
                 batch_size: int = 256) -> np.ndarray:
     """Decode(encode(u)) of every frame, in physical units: [B, T, *space, C]."""
-    mean, std = normaliser_tensors(normaliser)
     flat = np.asarray(fields, dtype=np.float32).reshape(-1, *fields.shape[2:])
-    out = []
-    for start in range(0, flat.shape[0], batch_size):
-        u = (torch.from_numpy(flat[start:start + batch_size]) - mean) / std
-        out.append((decode(encode(u)) * std + mean).numpy())
-    return np.concatenate(out).reshape(fields.shape)
+    return _map_frames(flat, normaliser, lambda u: decode(encode(u)), batch_size).reshape(
+        fields.shape)
 
 
-@torch.no_grad()
 def one_step_rollout(
     fields: np.ndarray,
     normaliser: dict,
@@ -106,12 +111,8 @@ def one_step_rollout(
     Returns:
         [B, K, *space, C] physical predictions for the frames of :func:`scored_frames`.
     """
-    mean, std = normaliser_tensors(normaliser)
     frames = scored_frames(fields.shape[1], initial_step, time_stride)
     prev = np.asarray(fields[:, frames - time_stride], dtype=np.float32)  # [B, K, *space, C]
     flat = prev.reshape(-1, *prev.shape[2:])
-    out = []
-    for start in range(0, flat.shape[0], batch_size):
-        u = (torch.from_numpy(flat[start:start + batch_size]) - mean) / std
-        out.append((decode(step(encode(u))) * std + mean).numpy())
-    return np.concatenate(out).reshape(prev.shape)
+    return _map_frames(flat, normaliser, lambda u: decode(step(encode(u))), batch_size).reshape(
+        prev.shape)
