@@ -1,4 +1,8 @@
-"""Stage 4 (``steady_prior``): Darcy data helpers, and the pipeline in a real KedroSession."""
+"""Stage 4 (``steady_prior``): Darcy data helpers, and the pipeline in a real KedroSession.
+
+The steady data are prepared by ``data_processing`` (block ``data_processing.steady``, tag
+``steady``); the runs below use ``kedro run --tags steady``: that data branch plus Stage 4.
+"""
 
 from __future__ import annotations
 
@@ -35,9 +39,18 @@ from ups_kedro.pipelines.steady_prior.nodes import (
     predict_steady,
     steady_conditioning,
 )
-from tests.conftest import run_kedro
 
 SMOKE = "smoke"
+
+
+def run_steady(root: Path, params: dict | None = None, pipeline: str = "__default__") -> dict:
+    """``kedro run --tags steady`` (the steady data branch and Stage 4) in a real KedroSession."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env=SMOKE, runtime_params=params) as session:
+        return session.run(pipeline_names=[pipeline], tags=["steady"])
 
 
 def _materialise(chunked: ChunkedArray) -> ArrayBundle:
@@ -119,7 +132,7 @@ def test_real_pdebench_darcy_file_prepared_and_normalised_on_train_only(tmp_path
 def test_darcy_file_without_beta_needs_it_in_the_parameters(tmp_path: Path) -> None:
     path = tmp_path / "darcy.hdf5"
     _real_darcy_file(path, beta=None)
-    with pytest.raises(PDEBenchFormatError, match=r"steady_prior\.data\.file\.beta"):
+    with pytest.raises(PDEBenchFormatError, match=r"data_processing\.steady\.file\.beta"):
         describe_darcy_source(path, None, None, {})
     assert describe_darcy_source(path, 4, 3.0, {})["beta"] == 3.0
 
@@ -129,10 +142,10 @@ def test_darcy_file_without_beta_needs_it_in_the_parameters(tmp_path: Path) -> N
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_steady_prior_smoke_run(project: Path) -> None:
-    run_kedro(project, "steady_prior", env=SMOKE)
+    run_steady(project)
     data = project / "data" / "smoke"
 
-    # (1) the built-in steady problem, in PDEBench's Darcy layout
+    # (1) the built-in steady problem (written by data_processing), in PDEBench's Darcy layout
     raw = data / "01_raw" / "2D_DarcyFlow_beta1.0_Train.hdf5"
     with open_pdebench(raw) as reader:
         assert reader.layout == "darcy" and reader.n_samples == 64
@@ -185,31 +198,71 @@ def test_steady_prior_smoke_run(project: Path) -> None:
 
 @pytest.mark.integration
 def test_steady_prior_with_zero_epochs_is_skipped(project: Path) -> None:
-    run_kedro(project, "steady_prior", env=SMOKE,
-              params={"steady_prior": {"train": {"epochs": 0}}})
+    run_steady(project, params={"steady_prior": {"train": {"epochs": 0}}})
     data = project / "data" / "smoke"
     m = json.loads((data / "08_reporting" / "steady_prior_metrics.json").read_text())
     assert m["skipped"] is True and "epochs is 0" in m["reason"]
-    assert not (data / "01_raw" / "2D_DarcyFlow_beta1.0_Train.hdf5").exists()  # nothing solved
     prior = torch.load(data / "06_models" / "steady_prior.pt", weights_only=True)
+    assert prior["kind"] == "skipped" and not prior["state_dict"]  # nothing trained
     with pytest.raises(ValueError, match="epochs > 0"):
         SteadyPredictor.from_checkpoints(prior, prior)
     run = mlflow.search_runs(experiment_names=["ups_kedro"], output_format="list")[0]
     assert run.data.tags["ups.steady_prior.skipped"] == "true"
     assert not any(k.startswith("steady_prior/val_") for k in run.data.metrics)
+    # data_processing still prepared the steady data: they are its outputs, not the stage's
+    normaliser = json.loads((data / "03_primary" / "steady_normaliser.json").read_text())
+    assert "conditioning" in normaliser
+
+
+@pytest.mark.integration
+def test_steady_prior_without_steady_data_skips_with_a_warning(
+    project: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``data_processing.steady.enabled: false`` → skipped records, and Stage 4 skips (warned)."""
+    with caplog.at_level("WARNING", logger="ups_kedro.pipelines.steady_prior.nodes"):
+        run_steady(project, params={"data_processing": {"steady": {"enabled": False}}})
+    data = project / "data" / "smoke"
+    assert not (data / "01_raw" / "2D_DarcyFlow_beta1.0_Train.hdf5").exists()  # nothing solved
+    for name in ("01_raw/steady_raw_source.json", "02_intermediate/steady_split_manifest.json",
+                 "03_primary/steady_normaliser.json"):
+        record = json.loads((data / name).read_text())
+        assert record["skipped"] is True and "steady.enabled is false" in record["reason"]
+    m = json.loads((data / "08_reporting" / "steady_prior_metrics.json").read_text())
+    assert m["skipped"] is True and m["reason"].startswith("no steady data")
+    assert "data_processing.steady.enabled is false" in m["reason"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and "steady_prior: SKIPPED" in r.getMessage()]
+    assert len(warned) == 1 and "data_processing.steady.enabled: true" in warned[0]
+    prior = torch.load(data / "06_models" / "steady_prior.pt", weights_only=True)
+    with pytest.raises(ValueError, match="data_processing.steady.enabled is false"):
+        SteadyPredictor.from_checkpoints(prior, prior)
+    run = mlflow.search_runs(experiment_names=["ups_kedro"], output_format="list")[0]
+    assert run.data.tags["ups.steady_prior.skipped"] == "true"
+    assert run.data.tags["ups.data_processing.steady_skipped"] == "true"
 
 
 def test_parameters_are_checked_and_partial_reruns_of_a_skipped_stage_refused() -> None:
     from ups_kedro.config import parse
+    from ups_kedro.data.steady import skipped_array, skipped_record
     from ups_kedro.pipelines.steady_prior import nodes
     from ups_kedro.pipelines.steady_prior.config import SteadyPriorStageConfig
 
     with pytest.raises(ConfigError, match=r"'steady_prior\.modle' \(did you mean 'model'\?\)"):
         parse(SteadyPriorStageConfig, {"modle": {}}, "steady_prior")
-    with pytest.raises(ConfigError, match=r"steady_prior\.data\.builtin\.n_samples must be ≥ 3"):
-        parse(SteadyPriorStageConfig, {"data": {"builtin": {"n_samples": 2}}}, "steady_prior")
-    skipped = {"skipped": True}
-    assert nodes.split_steady_samples(skipped, {"train": {"epochs": 0, "batch_size": 4}})[
-        "skipped"]
-    with pytest.raises(ValueError, match="raw_source were written by a run with the stage"):
-        nodes.split_steady_samples(skipped, {})
+    with pytest.raises(ConfigError, match=r"steady_prior\.data has moved to data_processing"):
+        nodes.train_steady_autoencoder({}, {}, {}, {"data": {}})
+
+    off = "data_processing.steady.enabled is false"
+    no_data = [skipped_array("data_processing", "x", off)] * 2 + [
+        skipped_record("data_processing", "steady_normaliser", off)]
+    # no steady data: the stage skips (also with epochs > 0), the reason passed on
+    ckpt = nodes.train_steady_autoencoder(*no_data, {})
+    assert ckpt["kind"] == "skipped" and off in ckpt["reason"]
+    # a mix of skipped and real data inputs, or a skipped checkpoint beside real data, is refused
+    with pytest.raises(ValueError, match="two data_processing runs"):
+        nodes.train_steady_autoencoder(no_data[0], {}, {}, {})
+    with pytest.raises(ValueError, match="autoencoder_checkpoint were written by a run"):
+        nodes.train_steady_prior(ckpt, {}, {}, {}, {}, {}, {})
+    # epochs 0: skipped whatever the inputs
+    off_params = {"train": {"epochs": 0, "batch_size": 4}}
+    assert nodes.evaluate_steady_prior({}, {}, {}, {}, {}, off_params)["skipped"]

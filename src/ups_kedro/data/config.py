@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -74,12 +75,83 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class DarcyBuiltinConfig:
+    """The built-in Darcy data set (PDEBench's recipe by default, see ``data.darcy``).
+
+    ``resolution`` is the solver grid (``downsample_space`` of the steady block then strides
+    it); ``coefficient`` is ``pdebench`` (thresholded Gaussian bumps) or ``grf`` (the FNO
+    paper's thresholded Gaussian random field); ``nu`` takes the values ``high`` and
+    ``high / contrast``.  Every field (``output_dir`` aside) enters the generator hash, so a
+    new field here regenerates existing files.
+    """
+
+    n_samples: int = 256
+    resolution: int = 32
+    beta: float = 1.0
+    coefficient: Literal["pdebench", "grf"] = "pdebench"
+    high: float = 1.0
+    contrast: float = 10.0
+    seed: int = 0
+    output_dir: str = "data/01_raw"
+
+    def validate(self, where: str = "builtin") -> None:
+        if self.n_samples < 3:
+            raise ConfigError(f"{where}.n_samples must be ≥ 3 (one per split), got "
+                              f"{self.n_samples}")
+        if self.resolution < 4:
+            raise ConfigError(f"{where}.resolution must be ≥ 4, got {self.resolution}")
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise ConfigError(f"{where}.beta (the forcing) must be > 0, got {self.beta}")
+        if not (math.isfinite(self.high) and self.high > 0):
+            raise ConfigError(f"{where}.high must be > 0, got {self.high}")
+        if not (math.isfinite(self.contrast) and self.contrast >= 1):
+            raise ConfigError(f"{where}.contrast must be ≥ 1, got {self.contrast}")
+
+
+@dataclass(frozen=True)
+class DarcyFileConfig:
+    """A real PDEBench Darcy file (``2D_DarcyFlow_beta*_Train.hdf5``).
+
+    ``beta`` is the forcing; ``null`` reads it from the file attribute ``beta``.
+    """
+
+    path: str | None = None
+    max_samples: int | None = None
+    beta: float | None = None
+
+
+@dataclass(frozen=True)
+class SteadyDataConfig:
+    """The ``data_processing.steady`` block: the steady (Darcy) problem of Stage 4.
+
+    ``enabled: false`` writes a small ``skipped`` record in place of every steady output
+    (nothing is generated or read); ``steady_prior`` then skips too.
+    """
+
+    enabled: bool = True
+    source: Literal["builtin", "file"] = "builtin"
+    builtin: DarcyBuiltinConfig = field(default_factory=DarcyBuiltinConfig)
+    file: DarcyFileConfig = field(default_factory=DarcyFileConfig)
+    downsample_space: int = 1
+    split: SplitConfig = field(default_factory=SplitConfig)
+    chunk_size: int = 64
+
+    def validate(self, where: str = "steady") -> None:
+        if self.enabled and self.source == "file" and not self.file.path:
+            raise ConfigError(f"{where}.file.path is required when {where}.source is 'file'")
+        for name in ("downsample_space", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name} must be ≥ 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class DataProcessingConfig:
     """The whole ``data_processing`` block.
 
     PDEBench's training protocol: keep every ``downsample_space``-th point and every
     ``downsample_time``-th frame; the first ``initial_step`` frames are given, the rest are
-    rolled out and scored.
+    rolled out and scored.  ``steady`` is the steady (Darcy) problem of Stage 4, prepared by
+    the same pipeline in the same file conventions.
     """
 
     source: Literal["builtin", "file"] = "builtin"
@@ -90,6 +162,7 @@ class DataProcessingConfig:
     initial_step: int = 10
     split: SplitConfig = field(default_factory=SplitConfig)
     chunk_size: int = 64
+    steady: SteadyDataConfig = field(default_factory=SteadyDataConfig)
 
     def validate(self) -> None:
         if self.source == "file" and not self.file.path:

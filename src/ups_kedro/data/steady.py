@@ -1,5 +1,8 @@
 """Steady-state data for Stage 4: Darcy flow in PDEBench's Darcy layout, splits, normaliser.
 
+Prepared by the ``data_processing`` pipeline (block ``data_processing.steady``, datasets
+``data_processing.steady_*``); trained on by ``steady_prior``.
+
 Problem (PDEBench ``2D_DarcyFlow_beta*.hdf5``): ``-div(nu(x) grad u(x)) = beta`` on the unit
 square with ``u = 0`` on the boundary, a random two-valued coefficient ``nu`` and a constant
 forcing ``beta`` (solver and coefficients: :mod:`ups_kedro.data.darcy`).
@@ -20,14 +23,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from ups_kedro.config import ConfigError
-from ups_kedro.data.config import SplitConfig
+from ups_kedro.data.config import DarcyBuiltinConfig, DarcyFileConfig, SteadyDataConfig
 from ups_kedro.data.darcy import darcy_grid, generate_darcy
 from ups_kedro.data.generate import reuse_or_generate, settings_hash
 from ups_kedro.data.pdebench import PDEBenchFormatError, open_pdebench, write_darcy_file
@@ -43,70 +44,29 @@ CONDITIONING_CHANNELS: tuple[str, ...] = ("log_nu", "beta")
 
 
 # ------------------------------------------------------------------------------------------------
-# configuration (the ``steady_prior.data`` block)
+# "skipped" records (``data_processing.steady.enabled: false`` or ``steady_prior.train.epochs: 0``)
 # ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DarcyBuiltinConfig:
-    """The built-in Darcy data set (PDEBench's recipe by default, see ``data.darcy``).
-
-    ``resolution`` is the solver grid (``downsample_space`` of the data block then strides
-    it); ``coefficient`` is ``pdebench`` (thresholded Gaussian bumps) or ``grf`` (the FNO
-    paper's thresholded Gaussian random field); ``nu`` takes the values ``high`` and
-    ``high / contrast``.
-    """
-
-    n_samples: int = 256
-    resolution: int = 32
-    beta: float = 1.0
-    coefficient: Literal["pdebench", "grf"] = "pdebench"
-    high: float = 1.0
-    contrast: float = 10.0
-    seed: int = 0
-    output_dir: str = "data/01_raw"
-
-    def validate(self, where: str = "builtin") -> None:
-        if self.n_samples < 3:
-            raise ConfigError(f"{where}.n_samples must be ≥ 3 (one per split), got "
-                              f"{self.n_samples}")
-        if self.resolution < 4:
-            raise ConfigError(f"{where}.resolution must be ≥ 4, got {self.resolution}")
-        if not (math.isfinite(self.beta) and self.beta > 0):
-            raise ConfigError(f"{where}.beta (the forcing) must be > 0, got {self.beta}")
-        if not (math.isfinite(self.high) and self.high > 0):
-            raise ConfigError(f"{where}.high must be > 0, got {self.high}")
-        if not (math.isfinite(self.contrast) and self.contrast >= 1):
-            raise ConfigError(f"{where}.contrast must be ≥ 1, got {self.contrast}")
+def skipped_record(stage: str, what: str, reason: str) -> dict:
+    """The small JSON record a switched-off step writes in place of its artifact."""
+    return {"skipped": True, "stage": stage, "what": what, "reason": reason}
 
 
-@dataclass(frozen=True)
-class DarcyFileConfig:
-    """A real PDEBench Darcy file (``2D_DarcyFlow_beta*_Train.hdf5``).
-
-    ``beta`` is the forcing; ``null`` reads it from the file attribute ``beta``.
-    """
-
-    path: str | None = None
-    max_samples: int | None = None
-    beta: float | None = None
+def skipped_array(stage: str, what: str, reason: str) -> ArrayBundle:
+    """:func:`skipped_record` as an (empty) array dataset."""
+    return ArrayBundle(np.zeros((0,), dtype=np.float32), skipped_record(stage, what, reason))
 
 
-@dataclass(frozen=True)
-class SteadyDataConfig:
-    """The ``steady_prior.data`` block: source, spatial downsampling, splits."""
+def is_skipped(record: Any) -> bool:
+    """True for a :func:`skipped_record` (a JSON dict, an array bundle or a checkpoint)."""
+    if isinstance(record, ArrayBundle):
+        record = record.meta
+    return isinstance(record, dict) and bool(record.get("skipped"))
 
-    source: Literal["builtin", "file"] = "builtin"
-    builtin: DarcyBuiltinConfig = field(default_factory=DarcyBuiltinConfig)
-    file: DarcyFileConfig = field(default_factory=DarcyFileConfig)
-    downsample_space: int = 1
-    split: SplitConfig = field(default_factory=SplitConfig)
-    chunk_size: int = 64
 
-    def validate(self, where: str = "data") -> None:
-        if self.source == "file" and not self.file.path:
-            raise ConfigError(f"{where}.file.path is required when {where}.source is 'file'")
-        for name in ("downsample_space", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name} must be ≥ 1, got {getattr(self, name)}")
+def skip_reason(record: Any) -> str:
+    """The ``reason`` of a skipped record ('' when it has none)."""
+    meta = record.meta if isinstance(record, ArrayBundle) else record
+    return str(meta.get("reason", "")) if isinstance(meta, dict) else ""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,7 +113,7 @@ def describe_darcy_source(path: Path, max_samples: int | None, beta: float | Non
         beta = info["attrs"].get("beta")
         if beta is None:
             raise PDEBenchFormatError(
-                f"{path} has no 'beta' attribute: set steady_prior.data.file.beta to its forcing")
+                f"{path} has no 'beta' attribute: set data_processing.steady.file.beta to its forcing")
     beta = float(np.asarray(beta).reshape(-1)[0])
     if not (math.isfinite(beta) and beta > 0):
         raise PDEBenchFormatError(f"{path}: the forcing beta must be > 0, got {beta}")
@@ -170,7 +130,7 @@ def prepare_steady_split(
 ) -> tuple[ChunkedArray, ChunkedArray]:
     """Stream one split: solutions ``[n, 1, X', Y', 1]`` and coefficients ``[n, X', Y', 1]``."""
     if len(indices) == 0:
-        raise PDEBenchFormatError(f"split '{split}' is empty: check steady_prior.data.split")
+        raise PDEBenchFormatError(f"split '{split}' is empty: check data_processing.steady.split")
     path = source["path"]
     with open_pdebench(path, layout="darcy") as reader:
         coords = reader.coords(space_stride=downsample_space)  # also checks the stride
@@ -273,6 +233,10 @@ __all__ = [
     "describe_darcy_source",
     "ensure_darcy_file",
     "fit_steady_normaliser",
+    "is_skipped",
     "mean_field",
     "prepare_steady_split",
+    "skip_reason",
+    "skipped_array",
+    "skipped_record",
 ]

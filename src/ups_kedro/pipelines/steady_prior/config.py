@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ups_kedro.config import ConfigError
-from ups_kedro.data.steady import SteadyDataConfig
 from ups_kedro.pipelines.autoencoder.config import (
     AutoencoderStageConfig,
     DecoderParams,
@@ -62,9 +61,11 @@ class SteadyEvalParams:
 
 @dataclass(frozen=True)
 class SteadyPriorStageConfig:
-    """The whole ``steady_prior`` block.  ``train.epochs: 0`` switches Stage 4 off."""
+    """The whole ``steady_prior`` block.  ``train.epochs: 0`` switches Stage 4 off.
 
-    data: SteadyDataConfig = field(default_factory=SteadyDataConfig)
+    The steady data are not configured here: they are ``data_processing.steady``.
+    """
+
     autoencoder: SteadyAutoencoderParams = field(default_factory=SteadyAutoencoderParams)
     model: SteadyPriorModelParams = field(default_factory=SteadyPriorModelParams)
     loss: SteadyPriorLossParams = field(default_factory=SteadyPriorLossParams)

@@ -1,14 +1,17 @@
 """Nodes of the ``steady_prior`` pipeline (Stage 4) and steady-mode inference.
 
-Data: a built-in Darcy problem (or a real PDEBench Darcy file) → splits → prepared solutions and
-coefficients → a training-only normaliser.  Then a small autoencoder of the steady solution, and
-the SteadyPrior trained to carry the mean training latent ``z0`` to the encoded solution ``z*``
-given conditioning tokens (normalised ``log nu`` and the forcing).  Evaluation decodes the
-prediction after every refinement and scores it against the solver's solution on validation,
-beside the decoded initial guess and the training-mean field.
+Data come from the ``data_processing`` pipeline (block ``data_processing.steady``): a built-in
+Darcy problem (or a real PDEBench Darcy file) split into prepared solutions and coefficients
+with a training-only normaliser (datasets ``data_processing.steady_*``).  This stage trains a
+small autoencoder of the steady solution, and the SteadyPrior to carry the mean training latent
+``z0`` to the encoded solution ``z*`` given conditioning tokens (normalised ``log nu`` and the
+forcing).  Evaluation decodes the prediction after every refinement and scores it against the
+solver's solution on validation, beside the decoded initial guess and the training-mean field.
 
-``train.epochs: 0`` switches the stage off: every node then writes a small ``skipped`` record
-instead of its artifact (nothing is generated or trained) and the metrics say so.
+The stage skips (every node writes a small ``skipped`` record instead of its artifact, and the
+metrics say why) when ``steady_prior.train.epochs`` is 0, or when ``data_processing`` wrote
+skipped records for the steady data (``data_processing.steady.enabled: false``); the latter is
+logged as a warning, since the stage was asked to train.
 :class:`SteadyPredictor` / :func:`predict_steady` are the inference entry points for later
 stages.
 """
@@ -18,25 +21,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ups_kedro.config import ConfigError, parse, to_dict
-from ups_kedro.data.prepare import SPLITS, check_disjoint, make_split_manifest
 from ups_kedro.data.steady import (
     conditioning_fields,
-    darcy_generator_hash,
-    describe_darcy_source,
-    ensure_darcy_file,
-    fit_steady_normaliser,
+    is_skipped,
     mean_field,
-    prepare_steady_split,
+    skip_reason,
+    skipped_record,
 )
 from ups_kedro.data.torch_data import FrameDataset, normaliser_tensors
-from ups_kedro.datasets.array_dataset import ArrayBundle, ChunkedArray
+from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation import metrics
 from ups_kedro.evaluation.rollout import reconstruct
 from ups_kedro.models.registry import build_model
@@ -60,9 +59,14 @@ logger = logging.getLogger(__name__)
 STAGE = "steady_prior"
 AE_STAGE = f"{STAGE}/autoencoder"   # its per-epoch metrics: steady_prior/autoencoder/<name>
 SKIP_REASON = "steady_prior.train.epochs is 0: Stage 4 is switched off"
+NO_DATA_REASON = "no steady data: data_processing wrote skipped records for it"
 
 
 def _config(params: dict[str, Any]) -> SteadyPriorStageConfig:
+    if isinstance(params, dict) and "data" in params:
+        raise ConfigError("steady_prior.data has moved to data_processing.steady (the steady "
+                          "data are prepared by the data_processing pipeline): move the block "
+                          "there")
     return parse(SteadyPriorStageConfig, params, STAGE)
 
 
@@ -81,102 +85,56 @@ def torch_threads(n: int | None) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------
 # skipped-stage records
 # ------------------------------------------------------------------------------------------------
-def _skipped(what: str) -> dict:
-    return {"skipped": True, "stage": STAGE, "what": what, "reason": SKIP_REASON}
+def _skipped(what: str, reason: str) -> dict:
+    return skipped_record(STAGE, what, reason)
 
 
-def _skipped_array(what: str) -> ArrayBundle:
-    return ArrayBundle(np.zeros((0,), dtype=np.float32), _skipped(what))
-
-
-def _skipped_checkpoint(what: str) -> dict:
+def _skipped_checkpoint(what: str, reason: str) -> dict:
     """A checkpoint-shaped record that says the stage was off (no weights, nothing to load)."""
-    return {"kind": "skipped", "config": {}, "state_dict": {}, **_skipped(what),
+    return {"kind": "skipped", "config": {}, "state_dict": {}, **_skipped(what, reason),
             "lineage": make_lineage(STAGE, {"skipped": True})}
 
 
-def is_skipped(record: Any) -> bool:
-    """True for the records a switched-off Stage 4 writes (JSON, arrays or checkpoints)."""
-    if isinstance(record, ArrayBundle):
-        record = record.meta
-    return isinstance(record, dict) and bool(record.get("skipped"))
+def _skip(cfg: SteadyPriorStageConfig, data: dict[str, Any], own: dict[str, Any] | None = None,
+          announce: bool = False) -> str | None:
+    """Why this node skips (None: it runs).
 
-
-def _off(cfg: SteadyPriorStageConfig, **inputs: Any) -> bool:
-    """Whether this node skips; refuses skipped inputs when the stage is on (a partial re-run)."""
+    Args:
+        data: the node's ``data_processing.steady_*`` inputs; all skipped records (the steady
+            data were switched off) → skip.
+        own: the node's inputs written by this stage; a skipped one while the stage is on and
+            the data exist is a partial re-run of a skipped stage → ``ValueError``.
+        announce: log the skip and tag the MLflow run (the first node of the stage).
+    """
     if not cfg.enabled:
-        return True
-    stale = [name for name, record in inputs.items() if is_skipped(record)]
-    if stale:
-        raise ValueError(
-            f"steady_prior: {', '.join(stale)} were written by a run with the stage switched off; "
-            "re-run the whole stage: `kedro run --pipeline steady_prior`")
-    return False
-
-
-# ------------------------------------------------------------------------------------------------
-# (1) data
-# ------------------------------------------------------------------------------------------------
-def generate_steady_data(params: dict[str, Any]) -> dict:
-    """Generate the built-in Darcy file (or locate the PDEBench Darcy file) and describe it."""
-    cfg = _config(params)
-    if not cfg.enabled:
-        logger.info("steady_prior: skipped (%s)", SKIP_REASON)
-        set_tags({"ups.steady_prior.skipped": "true"})
-        return _skipped("raw_source")
-    root, data = project_root(), cfg.data
-    if data.source == "builtin":
-        path, seconds = ensure_darcy_file(data.builtin, root)
-        log_metrics(STAGE, {"generation_time_sec": seconds})
-        return describe_darcy_source(path, None, None, {
-            "source": "builtin", "system": "darcy",
-            "generator_hash": darcy_generator_hash(data.builtin)})
-    path = Path(data.file.path)
-    path = path if path.is_absolute() else root / path
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"steady_prior.data.file.path: no file at {path}; point it at a PDEBench Darcy "
-            "file (2D_DarcyFlow_beta*_Train.hdf5) or set steady_prior.data.source to 'builtin'")
-    return describe_darcy_source(path, data.file.max_samples, data.file.beta,
-                                 {"source": "file", "system": "darcy"})
-
-
-def split_steady_samples(raw_source: dict, params: dict[str, Any]) -> dict:
-    """Seeded, disjoint train/val/test sample indices (the split manifest)."""
-    cfg = _config(params)
-    if _off(cfg, raw_source=raw_source):
-        return _skipped("split_manifest")
-    manifest = make_split_manifest(raw_source["n_samples"], cfg.data.split,
-                                   raw_source["fingerprint"])
-    check_disjoint(manifest)
-    logger.info("steady_prior: split %d samples: %s", raw_source["n_samples"],
-                {s: len(manifest[s]) for s in SPLITS})
-    return manifest
-
-
-def prepare_steady_data(raw_source: dict, split_manifest: dict, params: dict[str, Any]
-                        ) -> tuple[ChunkedArray | ArrayBundle, ...]:
-    """Solutions ``[n, 1, X, Y, 1]`` and coefficients ``[n, X, Y, 1]`` of every split."""
-    cfg = _config(params)
-    if _off(cfg, raw_source=raw_source, split_manifest=split_manifest):
-        return (*(_skipped_array(f"solutions_{s}") for s in SPLITS),
-                *(_skipped_array(f"coefficients_{s}") for s in SPLITS))
-    pairs = [prepare_steady_split(raw_source, split_manifest[s], s, split_manifest["hash"],
-                                  cfg.data.downsample_space, cfg.data.chunk_size)
-             for s in SPLITS]
-    return (*(p[0] for p in pairs), *(p[1] for p in pairs))
-
-
-def compute_steady_normaliser(solutions_train: ArrayBundle, coefficients_train: ArrayBundle,
-                              params: dict[str, Any]) -> dict:
-    """Solution and conditioning statistics from the training split only."""
-    cfg = _config(params)
-    if _off(cfg, solutions_train=solutions_train, coefficients_train=coefficients_train):
-        return _skipped("normaliser")
-    normaliser = fit_steady_normaliser(solutions_train, coefficients_train)
-    logger.info("steady_prior normaliser (train only): u mean %s std %s, conditioning %s",
-                normaliser["mean"], normaliser["std"], normaliser["conditioning"])
-    return normaliser
+        reason = SKIP_REASON
+        if announce:
+            logger.info("steady_prior: skipped (%s)", reason)
+    else:
+        missing = [name for name, record in data.items() if is_skipped(record)]
+        if missing and len(missing) < len(data):
+            raise ValueError(
+                f"steady_prior: {', '.join(missing)} are 'skipped' records but "
+                f"{', '.join(sorted(set(data) - set(missing)))} are not: the steady data come "
+                "from two data_processing runs; re-run `kedro run --pipeline data_processing "
+                "--tags steady`")
+        if not missing:
+            stale = [name for name, record in (own or {}).items() if is_skipped(record)]
+            if stale:
+                raise ValueError(
+                    f"steady_prior: {', '.join(stale)} were written by a run with the stage "
+                    "skipped; re-run the whole stage: `kedro run --pipeline steady_prior`")
+            return None
+        reason = f"{NO_DATA_REASON} ({skip_reason(data[missing[0]]) or 'skipped records'})"
+        if announce:
+            logger.warning(
+                "steady_prior: SKIPPED although steady_prior.train.epochs is %d: %s. Set "
+                "data_processing.steady.enabled: true and run `kedro run --pipeline "
+                "data_processing --tags steady`, or set steady_prior.train.epochs: 0 to switch "
+                "Stage 4 off.", cfg.train.epochs, reason)
+    if announce:
+        set_tags({"ups.steady_prior.skipped": "true", "ups.steady_prior.skip_reason": reason})
+    return reason
 
 
 # ------------------------------------------------------------------------------------------------
@@ -188,7 +146,8 @@ def _check_split(normaliser: dict, *bundles: ArrayBundle) -> str:
     for bundle in bundles:
         require_same(f"split manifest of {bundle.meta.get('split')} data", expected,
                      bundle.meta.get("split_manifest_hash"),
-                     "Re-run `kedro run --pipeline steady_prior` so data and normaliser agree.")
+                     "Re-run `kedro run --pipeline data_processing --tags steady` so data and "
+                     "normaliser agree.")
     return expected
 
 
@@ -196,9 +155,10 @@ def train_steady_autoencoder(solutions_train: ArrayBundle, solutions_val: ArrayB
                              normaliser: dict, params: dict[str, Any]) -> dict:
     """Train the autoencoder of the steady solution; the checkpoint carries its encoder hash."""
     cfg = _config(params)
-    if _off(cfg, solutions_train=solutions_train, solutions_val=solutions_val,
-            normaliser=normaliser):
-        return _skipped_checkpoint("autoencoder_checkpoint")
+    reason = _skip(cfg, {"solutions_train": solutions_train, "solutions_val": solutions_val,
+                         "normaliser": normaliser}, announce=True)
+    if reason:
+        return _skipped_checkpoint("autoencoder_checkpoint", reason)
     manifest_hash = _check_split(normaliser, solutions_train, solutions_val)
     ae_cfg = cfg.autoencoder.stage_config()
     with torch_threads(cfg.torch_threads):
@@ -272,9 +232,12 @@ def train_steady_prior(
 ) -> dict:
     """Train the prior z0 → z* on encoded steady solutions; the checkpoint stores z0."""
     cfg = _config(params)
-    if _off(cfg, autoencoder_checkpoint=autoencoder_checkpoint, normaliser=normaliser,
-            coefficients_train=coefficients_train):
-        return _skipped_checkpoint("checkpoint")
+    reason = _skip(cfg, {"solutions_train": solutions_train, "solutions_val": solutions_val,
+                         "coefficients_train": coefficients_train,
+                         "coefficients_val": coefficients_val, "normaliser": normaliser},
+                   {"autoencoder_checkpoint": autoencoder_checkpoint})
+    if reason:
+        return _skipped_checkpoint("checkpoint", reason)
     manifest_hash = _check_split(normaliser, solutions_train, solutions_val, coefficients_train,
                                  coefficients_val)
     lineage = autoencoder_checkpoint["lineage"]
@@ -340,9 +303,12 @@ class SteadyPredictor:
     @classmethod
     def from_checkpoints(cls, prior_checkpoint: dict, autoencoder_checkpoint: dict
                          ) -> SteadyPredictor:
-        if is_skipped(prior_checkpoint) or is_skipped(autoencoder_checkpoint):
-            raise ValueError(f"no steady prior to run: {SKIP_REASON} when it was written; set "
-                             "steady_prior.train.epochs > 0 and re-run the pipeline")
+        skipped = [c for c in (prior_checkpoint, autoencoder_checkpoint) if is_skipped(c)]
+        if skipped:
+            raise ValueError(
+                f"no steady prior to run: Stage 4 was skipped when it was written "
+                f"({skip_reason(skipped[0])}); set steady_prior.train.epochs > 0 (with "
+                "data_processing.steady.enabled: true) and re-run the pipelines")
         require_same("encoder", autoencoder_checkpoint["lineage"]["encoder_hash"],
                      prior_checkpoint["lineage"]["encoder_hash"],
                      "The steady prior was trained on another autoencoder's latents: re-run it.")
@@ -420,9 +386,11 @@ def evaluate_steady_prior(checkpoint: dict, autoencoder_checkpoint: dict,
                           coefficients_val: ArrayBundle, params: dict[str, Any]) -> dict:
     """Decoded val nRMSE after each refinement, beside the initial guess and the mean field."""
     cfg = _config(params)
-    if _off(cfg, checkpoint=checkpoint, autoencoder_checkpoint=autoencoder_checkpoint,
-            solutions_val=solutions_val):
-        return _skipped("metrics")
+    reason = _skip(cfg, {"solutions_train": solutions_train, "solutions_val": solutions_val,
+                         "coefficients_val": coefficients_val},
+                   {"checkpoint": checkpoint, "autoencoder_checkpoint": autoencoder_checkpoint})
+    if reason:
+        return _skipped("metrics", reason)
     predictor = SteadyPredictor.from_checkpoints(checkpoint, autoencoder_checkpoint)
     truth = np.asarray(solutions_val.array, dtype=np.float32)  # [n, 1, X, Y, C]
     with torch_threads(cfg.torch_threads):

@@ -1,8 +1,12 @@
 """``steady_prior`` (Stage 4): a steady-state prior trained on real (Darcy) steady states.
 
-Datasets are ``steady_prior.<thing>`` (``conf/base/catalog_steady_prior.yml``); the stage needs
-nothing from the other stages, so it runs on its own (``kedro run --pipeline steady_prior``)
-and, with ``steady_prior.train.epochs: 0``, is skipped at almost no cost.
+The steady data come from the ``data_processing`` pipeline (``data_processing.steady_*``,
+block ``data_processing.steady``); this stage only trains and evaluates, so after
+``kedro run --pipeline data_processing --tags steady`` it runs on its own
+(``kedro run --pipeline steady_prior``); ``kedro run --tags steady`` runs data and stage
+together (every node of both is tagged ``steady``).  With ``steady_prior.train.epochs: 0`` — or no steady
+data (``data_processing.steady.enabled: false``) — it is skipped at almost no cost.
+Its own datasets are ``steady_prior.<thing>`` (``conf/base/catalog_steady_prior.yml``).
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -11,21 +15,17 @@ from ups_kedro.pipelines.steady_prior import nodes
 
 STAGE = "steady_prior"
 PARAMS = f"params:{STAGE}"
-SPLITS = ("train", "val", "test")
+STEADY_TAG = "steady"  # as data_processing's steady nodes: `kedro run --tags steady` runs both
+UPSTREAM = {
+    **{f"solutions_{s}": f"data_processing.steady_solutions_{s}" for s in ("train", "val")},
+    **{f"coefficients_{s}": f"data_processing.steady_coefficients_{s}" for s in ("train", "val")},
+    "normaliser": "data_processing.steady_normaliser",
+}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(nodes.generate_steady_data, PARAMS, "raw_source", name="generate_steady_data"),
-            Node(nodes.split_steady_samples, ["raw_source", PARAMS], "split_manifest",
-                 name="split_steady_samples"),
-            Node(nodes.prepare_steady_data, ["raw_source", "split_manifest", PARAMS],
-                 [*(f"solutions_{s}" for s in SPLITS), *(f"coefficients_{s}" for s in SPLITS)],
-                 name="prepare_steady_data"),
-            Node(nodes.compute_steady_normaliser,
-                 ["solutions_train", "coefficients_train", PARAMS], "normaliser",
-                 name="compute_steady_normaliser"),
             Node(nodes.train_steady_autoencoder,
                  ["solutions_train", "solutions_val", "normaliser", PARAMS],
                  "autoencoder_checkpoint", name="train_steady_autoencoder"),
@@ -38,5 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                   "coefficients_val", PARAMS], "metrics", name="evaluate_steady_prior"),
         ],
         namespace=STAGE,
+        inputs=UPSTREAM,
         parameters={PARAMS},
+        tags=STEADY_TAG,
     )
