@@ -20,15 +20,23 @@ from ups_kedro.training.checkpoint import atomic_torch_save
 REQUIRED_KEYS = ("kind", "config", "state_dict")
 
 
-class CheckpointDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
-    """Save/load a checkpoint dict at ``filepath`` (``.pt``, local filesystem)."""
+class CheckpointDataset(AbstractDataset[dict[str, Any], dict[str, Any] | None]):
+    """Save/load a checkpoint dict at ``filepath`` (``.pt``, local filesystem).
 
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+    ``optional: true`` makes a missing file load as ``None`` (for checkpoints of optional
+    stages: evaluation skips their variants; a consumer that needs one says so itself).
+    """
+
+    def __init__(self, filepath: str, optional: bool = False,
+                 metadata: dict[str, Any] | None = None) -> None:
         self._filepath = PurePosixPath(filepath)
+        self._optional = optional
         self.metadata = metadata
 
-    def load(self) -> dict[str, Any]:
+    def load(self) -> dict[str, Any] | None:
         path = Path(self._filepath)
+        if not path.is_file() and self._optional:
+            return None
         if not path.is_file():
             raise DatasetError(
                 f"checkpoint {path} does not exist: run the pipeline that trains it first"
@@ -45,7 +53,7 @@ class CheckpointDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         return Path(self._filepath).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), "optional": self._optional}
 
 
 def _check(ckpt: Any, path: Path) -> None:

@@ -50,12 +50,15 @@ def latent_rollout(
     initial_step: int,
     time_stride: int = 1,
     batch_size: int = 64,
+    on_start: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Autoregressive decoded rollout of a latent surrogate.
 
     Args:
         fields: [B, T, *space, C] physical truth (only frame ``initial_step-1`` is used).
         normaliser: per-channel ``mean``/``std`` (training split).
+        on_start: called before each batch's rollout, so a stateful step (gated correction
+            counts its steps) starts every trajectory at step 0.
     Returns:
         [B, K, *space, C] physical predictions for the frames of :func:`scored_frames`.
     """
@@ -66,6 +69,8 @@ def latent_rollout(
         u0 = torch.from_numpy(np.asarray(fields[start:start + batch_size, initial_step - 1],
                                          dtype=np.float32))
         z = encode((u0 - mean) / std)
+        if on_start is not None:
+            on_start()
         preds = []
         for _ in range(n_steps):
             z = step(z)

@@ -26,8 +26,14 @@ class Variant:
 
     name: str
     step: Callable[[torch.Tensor], torch.Tensor]
-    nfe: int = 1
+    nfe: float = 1
     meta: dict = field(default_factory=dict)
+    #: Called before each batch's rollout (stateful steppers restart their step count).
+    reset: Callable[[], None] | None = None
+    #: Extra figures measured during the rollout (e.g. the fraction of corrected steps) and how
+    #: to zero them (the untimed warm-up must not count).
+    stats: Callable[[], dict[str, float]] | None = None
+    clear_stats: Callable[[], None] | None = None
 
 
 def operator_variant(operator: nn.Module, dt: float) -> Variant:
@@ -42,54 +48,115 @@ def corrected_variant(name: str, operator: nn.Module, dt: float, corrector: nn.M
     reproducible; NFE per step = 1 (operator) + the sampler's evaluations.
     """
     generator = torch.Generator().manual_seed(seed)
+    return Variant(name, lambda z: _refine(corrector, operator(z, dt), n_steps, generator, solver),
+                   nfe=1 + _sampler_nfe(corrector, n_steps, solver),
+                   meta={"sampler_steps": n_steps})
 
-    def step(z: torch.Tensor) -> torch.Tensor:
-        z_next, _ = refine_latent(corrector, operator(z, dt), n_steps, generator=generator,
-                                  solver=solver)
-        return z_next
 
-    # One dry call on a dummy batch fixes the NFE figure without touching the seeded stream.
+def _refine(corrector: nn.Module, z_pred: torch.Tensor, n_steps: int, generator: torch.Generator,
+            solver: str) -> torch.Tensor:
+    return refine_latent(corrector, z_pred, n_steps, generator=generator, solver=solver)[0]
+
+
+def _sampler_nfe(corrector: nn.Module, n_steps: int, solver: str) -> int:
+    """Network evaluations of one corrector call (a dry call on a dummy batch, own generator)."""
     probe = torch.zeros(1, corrector.config.latent_tokens, corrector.config.latent_dim)
     with torch.no_grad():
-        _, nfe = refine_latent(corrector, probe, n_steps, generator=torch.Generator().manual_seed(0),
-                               solver=solver)
-    return Variant(name, step, nfe=1 + nfe, meta={"sampler_steps": n_steps})
+        return refine_latent(corrector, probe, n_steps, generator=torch.Generator().manual_seed(0),
+                             solver=solver)[1]
+
+
+def step_residual(z: torch.Tensor, z_pred: torch.Tensor) -> torch.Tensor:
+    """Relative latent change of one operator step, per sample: rms(ẑ − z) / rms(z) → [B]."""
+    dims = tuple(range(1, z.ndim))
+    change = (z_pred - z).pow(2).mean(dim=dims).sqrt()
+    return change / z.pow(2).mean(dim=dims).sqrt().clamp_min(1e-12)
+
+
+def gated_variant(name: str, operator: nn.Module, dt: float, corrector: nn.Module, n_steps: int,
+                  residual_threshold: float | None, correct_every: int, seed: int = 0,
+                  solver: str = "heun") -> Variant:
+    """The original's inference rule: correct only some steps.
+
+    A sample's operator prediction ẑ = Op(z) is refined when its :func:`step_residual` exceeds
+    ``residual_threshold`` (a fast-changing state, where the operator errs most) or on every
+    ``correct_every``-th step (0 or None: never by count).  Only the selected samples go through
+    the corrector, so the measured milliseconds reflect the saving; ``stats()`` reports the
+    fraction of corrected steps and the mean NFE per step actually spent.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    sampler_nfe = _sampler_nfe(corrector, n_steps, solver)
+    state = {"k": 0, "corrected": 0, "total": 0}
+
+    def reset() -> None:
+        state["k"] = 0
+
+    def step(z: torch.Tensor) -> torch.Tensor:
+        z_pred = operator(z, dt)
+        state["k"] += 1
+        by_count = bool(correct_every) and state["k"] % correct_every == 0
+        mask = torch.full((z.shape[0],), by_count)
+        if residual_threshold is not None and not by_count:
+            mask = step_residual(z, z_pred) > residual_threshold
+        state["corrected"] += int(mask.sum())
+        state["total"] += z.shape[0]
+        if mask.any():
+            z_pred = z_pred.clone()
+            z_pred[mask] = _refine(corrector, z_pred[mask], n_steps, generator, solver)
+        return z_pred
+
+    def clear_stats() -> None:
+        state.update(corrected=0, total=0)
+
+    def stats() -> dict[str, float]:
+        frac = state["corrected"] / max(state["total"], 1)
+        return {"corrected_fraction": frac, "nfe_per_step": 1.0 + frac * sampler_nfe}
+
+    return Variant(name, step, nfe=1 + sampler_nfe, reset=reset, stats=stats,
+                   clear_stats=clear_stats, meta={"sampler_steps": n_steps, "residual_threshold": residual_threshold,
+                         "correct_every": correct_every})
 
 
 KEYS = ("nrmse", "nrmse_h1", "nrmse_h5", "nrmse_h10", "nrmse_last", "rmse", "crmse",
         "corr_steps_0.8", "corr_steps_0.95")
 
 
-def _summary(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def _summary(pred: np.ndarray, truth: np.ndarray, keys: tuple[str, ...] | None) -> dict[str, float]:
     summary = metrics.summarise(pred, truth)
-    return {k: summary[k] for k in KEYS if k in summary}
+    return summary if keys is None else {k: summary[k] for k in keys if k in summary}
 
 
 def score_variants(variants: list[Variant], fields: np.ndarray, normaliser: dict,
                    encode, decode, initial_step: int, time_stride: int = 1,
-                   batch_size: int = 64) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+                   batch_size: int = 64, keys: tuple[str, ...] | None = KEYS,
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Decoded rollouts of each variant on ``fields`` [B, T, *space, C], scored the PDEBench way.
 
     The persistence baseline (every frame = the last given one) is always scored first.
+    ``keys``: which :func:`~ups_kedro.evaluation.metrics.summarise` metrics to keep (None: all).
 
     Returns:
         ({variant: {metric: value, "ms_per_trajectory", "nfe_per_step"}}, {variant: predictions}).
     """
     truth = np.asarray(fields)[:, scored_frames(fields.shape[1], initial_step, time_stride)]
     baseline = persistence_rollout(fields, initial_step, time_stride)
-    scores = {"persistence": {**_summary(baseline, truth), "nfe_per_step": 0.0}}
+    scores = {"persistence": {**_summary(baseline, truth, keys), "nfe_per_step": 0.0}}
     preds = {"persistence": baseline}
     for v in variants:
         # Warm-up on two trajectories so one-off costs (allocator, thread pool) are not timed.
         latent_rollout(fields[:2, :initial_step + time_stride], normaliser, encode, v.step,
-                       decode, initial_step, time_stride, batch_size)
+                       decode, initial_step, time_stride, batch_size, on_start=v.reset)
+        if v.clear_stats is not None:
+            v.clear_stats()
         start = time.perf_counter()
         pred = latent_rollout(fields, normaliser, encode, v.step, decode, initial_step,
-                              time_stride, batch_size)
+                              time_stride, batch_size, on_start=v.reset)
         elapsed = time.perf_counter() - start
-        scores[v.name] = _summary(pred, truth)
+        scores[v.name] = _summary(pred, truth, keys)
         scores[v.name]["ms_per_trajectory"] = 1000.0 * elapsed / fields.shape[0]
         scores[v.name]["nfe_per_step"] = float(v.nfe)
+        if v.stats is not None:
+            scores[v.name].update(v.stats())
         preds[v.name] = pred
     return scores, preds
 

@@ -22,7 +22,7 @@ from ups_kedro.pipelines.consistency_distill.config import ConsistencyDistillSta
 from ups_kedro.pipelines.diff_residual.nodes import evaluate_corrector
 from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
 from ups_kedro.pipelines.tracking import epoch_logger
-from ups_kedro.pipelines.upstream import load_operator
+from ups_kedro.pipelines.upstream import load_operator, require_checkpoint
 from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
 from ups_kedro.training.checkpoint import run_fingerprint
 from ups_kedro.training.diffusion import ConsistencyDistillTask
@@ -41,6 +41,7 @@ def distill_consistency(diff_residual_checkpoint: dict, operator_checkpoint: dic
                         params: dict[str, Any]) -> dict:
     """Train the consistency student from the frozen Stage 2 teacher."""
     cfg = _config(params)
+    require_checkpoint(diff_residual_checkpoint, "diff_residual", STAGE)
     op = load_operator(operator_checkpoint, latents_train, latents_val)
     require_same("operator behind the Stage 2 teacher", op.run_id,
                  diff_residual_checkpoint["lineage"].get("operator_run_id"),
@@ -75,6 +76,7 @@ def evaluate_consistency_distill(student_checkpoint: dict, diff_residual_checkpo
                                  fields_val: ArrayBundle, params: dict[str, Any]) -> dict:
     """Student with 1 and 2 steps against the Stage 2 teacher with N steps (accuracy and NFE)."""
     cfg = _config(params)
+    require_checkpoint(diff_residual_checkpoint, "diff_residual", STAGE)
     return evaluate_corrector(student_checkpoint, operator_checkpoint, autoencoder_checkpoint,
                               fields_val, cfg.eval.student_steps, STAGE, cfg.eval.batch_size,
                               cfg.eval.seed, cfg.teacher_solver,

@@ -1,0 +1,105 @@
+"""Nodes of the ``evaluation`` pipeline: roll out, score, draw, report.
+
+Protocol (PDEBench): from frame ``initial_step - 1`` of every trajectory of the chosen split,
+each variant rolls out to the last frame feeding back its own predictions; every step is decoded
+and compared with the truth in physical (de-normalised) units.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ups_kedro.config import parse
+from ups_kedro.datasets.array_dataset import ArrayBundle
+from ups_kedro.evaluation import report
+from ups_kedro.evaluation.rollout_file import RolloutSet
+from ups_kedro.evaluation.solver_reference import solver_spec
+from ups_kedro.evaluation.suite import evaluate_surrogate
+from ups_kedro.pipelines.evaluation.config import EvaluationConfig
+from ups_kedro.pipelines.tracking import log_metrics
+from ups_kedro.pipelines.upstream import load_surrogate
+
+logger = logging.getLogger(__name__)
+STAGE = "evaluation"
+
+
+def _config(params: dict[str, Any]) -> EvaluationConfig:
+    return parse(EvaluationConfig, params, STAGE)
+
+
+def pick_split(cfg: EvaluationConfig, fields_val: ArrayBundle,
+               fields_test: ArrayBundle) -> tuple[np.ndarray, dict]:
+    """The configured split's fields [B, T, *space, C] (first ``max_trajectories``) and meta."""
+    bundle = {"val": fields_val, "test": fields_test}[cfg.split]
+    n = bundle.array.shape[0] if cfg.max_trajectories is None else cfg.max_trajectories
+    meta = dict(bundle.meta)
+    if "indices" in meta:
+        meta["indices"] = list(meta["indices"])[:n]
+    return np.asarray(bundle.array[:n], dtype=np.float32), meta
+
+
+def rollout_variants(autoencoder_checkpoint: dict, operator_checkpoint: dict,
+                     diff_residual_checkpoint: dict | None,
+                     consistency_distill_checkpoint: dict | None, fields_val: ArrayBundle,
+                     fields_test: ArrayBundle, raw_source: dict,
+                     params: dict[str, Any]) -> RolloutSet:
+    """Decoded rollouts of persistence, the solver and every surrogate variant on one split."""
+    cfg = _config(params)
+    surrogate, notes = load_surrogate(autoencoder_checkpoint, operator_checkpoint,
+                                      diff_residual_checkpoint, consistency_distill_checkpoint)
+    fields, meta = pick_split(cfg, fields_val, fields_test)
+    rollouts = evaluate_surrogate(surrogate, fields, meta, cfg.variants, solver_spec(raw_source))
+    rollouts.notes[:0] = notes
+    return rollouts
+
+
+def score_evaluation(rollouts: RolloutSet, raw_source: dict,
+                     params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metrics table (a row per variant) and nRMSE by horizon; logged as
+    ``evaluation/<variant>/<metric>``."""
+    _config(params)
+    scores = report.score_rollouts(rollouts)
+    table = report.metrics_table(scores, report.published_reference(raw_source))
+    for variant, row in table.drop(index=report.REFERENCE_ROW, errors="ignore").iterrows():
+        log_metrics(STAGE, {f"{variant}/{k}": v for k, v in row.items() if pd.notna(v)})
+    for variant, row in table.iterrows():
+        logger.info("evaluation (%s) %-32s nRMSE %.4g  h1 %.4g  last %.4g  %.3g ms/traj",
+                    rollouts.split, variant, row["nrmse"], row.get("nrmse_h1", np.nan),
+                    row.get("nrmse_last", np.nan), row.get("ms_per_trajectory", np.nan))
+    return table, report.horizon_table(rollouts)
+
+
+def _figure_variants(cfg: EvaluationConfig, table: pd.DataFrame,
+                     rollouts: RolloutSet) -> list[str]:
+    if cfg.figures.variants is not None:
+        missing = sorted(set(cfg.figures.variants) - set(rollouts.predictions))
+        if missing:
+            raise ValueError(f"evaluation.figures.variants: {missing} were not rolled out; "
+                             f"available: {sorted(rollouts.predictions)}")
+        return list(cfg.figures.variants)
+    others = [v for v in table.index if v in rollouts.predictions
+              and v not in ("persistence", "operator", "solver")]
+    return ["persistence", "operator", *others[:2]]
+
+
+def render_report(rollouts: RolloutSet, table: pd.DataFrame, horizons: pd.DataFrame,
+                  params: dict[str, Any]) -> tuple[Figure, Figure, Figure, str]:
+    """Space-time images, error against horizon, energy spectra, and an HTML report of them."""
+    cfg = _config(params)
+    table = table.set_index("variant") if "variant" in table.columns else table
+    variants = _figure_variants(cfg, table, rollouts)
+    figures = {
+        "truth vs prediction": report.spacetime_figure(rollouts, variants, cfg.figures.n_examples),
+        "error against horizon": report.horizon_figure(horizons),
+        "energy spectra": report.spectra_figure(rollouts, variants),
+    }
+    facts = {"split": rollouts.split, "trajectories": rollouts.truth.shape[0],
+             "given frames": rollouts.initial_step, "rolled-out frames": rollouts.truth.shape[1],
+             "time stride": rollouts.time_stride}
+    html = report.html_report("ups-kedro evaluation", table, figures, facts, rollouts.notes)
+    return (*figures.values(), html)

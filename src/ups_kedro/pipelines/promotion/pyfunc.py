@@ -1,0 +1,65 @@
+"""The surrogate as an MLflow pyfunc model: what the Model Registry holds and serves.
+
+The registered model is the set of stage checkpoints (autoencoder, operator, and the Stage 2/3
+correctors when present) plus the variant that won promotion.  ``mlflow.pyfunc.load_model(
+"models:/<name>@champion")`` gives a model whose ``predict`` rolls out trajectories::
+
+    model.predict(u0, params={"n_steps": 30})   # u0 [B, *space, C] physical → [B, K, *space, C]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import torch
+
+from ups_kedro.evaluation.rollout import latent_rollout
+from ups_kedro.evaluation.suite import VariantParams, build_variants
+from ups_kedro.pipelines.upstream import load_surrogate
+
+#: Artifact keys of the checkpoints inside a registered model.
+STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class SurrogateModel(mlflow.pyfunc.PythonModel):
+    """Rolls out the promoted variant of the surrogate from initial frames."""
+
+    def __init__(self, variant: str = "operator", variant_params: dict | None = None) -> None:
+        self.variant = variant
+        self.variant_params = variant_params or {}
+
+    def load_context(self, context: Any) -> None:
+        self.checkpoints = {k: load_checkpoint(p) for k, p in context.artifacts.items()}
+        self.setup(self.checkpoints)
+
+    def setup(self, checkpoints: dict[str, dict]) -> None:
+        """Build the surrogate and the promoted variant from checkpoint dicts."""
+        from ups_kedro.config import parse
+
+        self.surrogate, _ = load_surrogate(*(checkpoints.get(k) for k in STAGES))
+        params = parse(VariantParams, self.variant_params, "variant_params")
+        variants, _ = build_variants(self.surrogate, params)
+        chosen = [v for v in variants if v.name == self.variant]
+        if not chosen:
+            raise ValueError(f"variant {self.variant!r} cannot be built from these checkpoints; "
+                             f"available: {[v.name for v in variants]}")
+        self.step = chosen[0]
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
+        """``model_input`` [B, *space, C] physical initial frames → [B, n_steps, *space, C]."""
+        u0 = np.asarray(model_input, dtype=np.float32)
+        n_steps = int((params or {}).get("n_steps", 1))
+        s = self.surrogate
+        # latent_rollout scores frames initial_step .. T-1: give it 1 frame + n_steps slots.
+        fields = np.zeros((u0.shape[0], 1 + n_steps * s.time_stride, *u0.shape[1:]), np.float32)
+        fields[:, 0] = u0
+        return latent_rollout(fields, s.normaliser, s.encode, self.step.step, s.decode,
+                              initial_step=1, time_stride=s.time_stride,
+                              on_start=self.step.reset)
