@@ -4,6 +4,12 @@ kedro-mlflow starts one MLflow run per ``kedro run``; these hooks add what a rea
 MLflow UI needs to reproduce it: the git commit (and whether the tree was dirty), the Kedro
 configuration environment and the pipeline names.  Stage nodes add their own lineage tags
 (the upstream checkpoints they consumed).
+
+:class:`DistributedHooks` makes ``torchrun ... kedro run`` safe: on ranks ≠ 0 (kedro-mlflow
+is switched off there in ``settings.py``) every dataset the run *produces* is replaced by an
+in-memory dataset, so downstream nodes still get their inputs but nothing is written to disk
+or logged; every rank leaves through the training engine's clean-exit path so gloo's
+occasional abort at exit cannot fail a finished run.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from typing import Any
 
 import mlflow
 from kedro.framework.hooks import hook_impl
+from kedro.io import MemoryDataset
 
 from ups_kedro.paths import project_root, set_project_root
+from ups_kedro.training import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +72,32 @@ class LineageHooks:
         }
         mlflow.set_tags(tags)
         logger.info("MLflow lineage tags: %s", tags)
+
+
+class DistributedHooks:
+    """Under ``torchrun``: ranks ≠ 0 write no catalog output; all ranks exit cleanly."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        rank = distributed.launched_rank()
+        if rank is None or distributed.launched_world_size() <= 1:
+            return
+        if rank == 0:
+            logger.info("torchrun rank 0 of %d: tracking and writing outputs",
+                        distributed.launched_world_size())
+            return
+        outputs = sorted(pipeline.all_outputs())
+        for name in outputs:
+            catalog[name] = MemoryDataset(copy_mode="assign")
+        logger.info("torchrun rank %d: outputs kept in memory, not written: %s", rank,
+                    ", ".join(outputs))
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has ended its run
+    def after_pipeline_run(self) -> None:
+        if distributed.launched_rank() is not None:
+            distributed.set_exit_status(0)
+
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self) -> None:
+        if distributed.launched_rank() is not None:
+            distributed.set_exit_status(1)

@@ -8,16 +8,25 @@ Two things here matter beyond Kedro's defaults:
   the current directory (``sqlite:///mlflow.db`` would otherwise resolve against the cwd and
   silently create a second database).  Tests point both somewhere else through the
   ``MLFLOW_TRACKING_URI`` / ``UPS_MLFLOW_ARTIFACT_ROOT`` environment variables.
+* Under ``torchrun`` (``RANK`` set) only rank 0 tracks: kedro-mlflow's hooks are disabled on
+  every other rank (no MLflow run, no params, no artifacts), and ``DistributedHooks`` keeps
+  those ranks' catalog outputs in memory.
 """
 
 from __future__ import annotations
 
 from kedro.config import OmegaConfigLoader
 
-from ups_kedro.hooks import LineageHooks
+from ups_kedro.hooks import DistributedHooks, LineageHooks
 from ups_kedro.paths import mlflow_artifact_root, mlflow_tracking_uri, project_root
+from ups_kedro.training.distributed import launched_rank
 
-HOOKS = (LineageHooks(),)
+HOOKS = (LineageHooks(), DistributedHooks())
+
+# The plugin's module name (underscore): the hyphenated distribution name silently does nothing.
+DISABLE_HOOKS_FOR_PLUGINS: tuple[str, ...] = (
+    ("kedro_mlflow",) if (launched_rank() or 0) > 0 else ()
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

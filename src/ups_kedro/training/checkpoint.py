@@ -134,6 +134,9 @@ class TrainState:
     scaler: dict[str, Any] | None = None  # GradScaler slot; bf16 autocast needs none
     finished: bool = False
     stopped_reason: str | None = None
+    # Data-parallel runs: RNG states of ranks 1..N-1 (``rng`` is rank 0's), so a resumed
+    # N-process run continues every rank's stream.  ``None`` for single-process runs.
+    rank_rngs: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict would deep-copy every weight tensor.

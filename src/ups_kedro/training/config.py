@@ -19,6 +19,8 @@ SchedulerName = Literal["none", "steplr", "cosineannealinglr", "reducelronplatea
 
 OPTIMIZER_NAMES: tuple[str, ...] = ("adam", "adamw", "sgd")
 SCHEDULER_NAMES: tuple[str, ...] = ("none", "steplr", "cosineannealinglr", "reducelronplateau")
+BackendName = Literal["auto", "gloo", "nccl"]
+StartMethod = Literal["spawn", "fork"]
 
 
 def _require(ok: bool, message: str) -> None:
@@ -100,6 +102,58 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training on one machine (``<stage>.train.distributed``).
+
+    ``nproc_per_node`` > 1 makes :func:`ups_kedro.training.loop.fit` start that many worker
+    processes (``start_method``: ``spawn`` pickles model, task and data to the workers; ``fork``
+    shares them copy-on-write, CPU only) joined in a ``torch.distributed`` process group
+    (``backend``: ``auto`` = NCCL for CUDA devices, gloo otherwise).  ``batch_size`` stays the
+    *global* micro-batch: each rank trains on its ⌈/⌊batch_size/N⌋ share and gradients are
+    combined so that every optimizer step applies the same mean gradient as one process.
+    ``threads_per_proc`` sets ``torch.set_num_threads`` in each CPU worker (``None``: the CPU
+    count divided by ``nproc_per_node``).  ``master_port`` 0 picks a free port.  ``timeout_sec``
+    bounds every collective, so a dead rank cannot hang the others forever.
+
+    Under ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment) ``nproc_per_node`` is
+    ignored: the processes already exist and ``fit`` joins their group.
+    """
+
+    nproc_per_node: int = 1
+    backend: BackendName = "auto"
+    start_method: StartMethod = "spawn"
+    threads_per_proc: int | None = None
+    master_port: int = 0
+    timeout_sec: float = 600.0
+
+    def validate(self, where: str = "distributed") -> None:
+        _require(
+            self.nproc_per_node >= 1,
+            f"{where}.nproc_per_node must be ≥ 1, got {self.nproc_per_node}",
+        )
+        _require(
+            self.backend in ("auto", "gloo", "nccl"),
+            f"{where}.backend must be one of ('auto', 'gloo', 'nccl'), got {self.backend!r}",
+        )
+        _require(
+            self.start_method in ("spawn", "fork"),
+            f"{where}.start_method must be 'spawn' or 'fork', got {self.start_method!r}",
+        )
+        _require(
+            self.threads_per_proc is None or self.threads_per_proc >= 1,
+            f"{where}.threads_per_proc must be ≥ 1 or null, got {self.threads_per_proc}",
+        )
+        _require(
+            0 <= self.master_port <= 65535,
+            f"{where}.master_port must be in [0, 65535] (0: any free port), got {self.master_port}",
+        )
+        _require(
+            math.isfinite(self.timeout_sec) and self.timeout_sec > 0,
+            f"{where}.timeout_sec must be > 0, got {self.timeout_sec}",
+        )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How one stage trains.
 
@@ -110,7 +164,10 @@ class TrainConfig:
     after that many epochs without a validation improvement, ``target_loss`` as soon as the
     validation loss reaches it.  ``checkpoint_interval`` > 0 also keeps weights every that many
     epochs.  ``num_workers`` 0 loads batches in the training process (exact resume is tested
-    there).  ``eval_batch_size`` defaults to ``batch_size``.
+    there).  ``eval_batch_size`` defaults to ``batch_size``.  ``compile`` wraps the forward in
+    ``torch.compile``.  ``distributed`` runs
+    the stage data-parallel (see :class:`DistributedConfig`); ``batch_size`` and
+    ``eval_batch_size`` are then global sizes, split across the processes.
     """
 
     epochs: int
@@ -131,6 +188,7 @@ class TrainConfig:
     progress: bool = True
     eval_batch_size: int | None = None
     num_workers: int = 0
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def validate(self, where: str = "train") -> None:
         # epochs 0 is legal: a stage can be switched off (stage 4 in the original).
@@ -168,3 +226,27 @@ class TrainConfig:
         _require(self.num_workers >= 0, f"{where}.num_workers must be ≥ 0, got {self.num_workers}")
         self.optimizer.validate(f"{where}.optimizer")
         self.scheduler.validate(f"{where}.scheduler")
+        self.distributed.validate(f"{where}.distributed")
+        dist = self.distributed
+        if dist.backend == "nccl":
+            _require(
+                self.device.startswith("cuda"),
+                f"{where}.distributed.backend 'nccl' needs a CUDA device, but {where}.device is "
+                f"{self.device!r} (use backend 'gloo' or 'auto' on CPU)",
+            )
+        if dist.nproc_per_node > 1:
+            _require(
+                self.device == "cpu" or self.device.startswith("cuda"),
+                f"{where}.distributed.nproc_per_node > 1 needs device 'cpu' or 'cuda', got "
+                f"{self.device!r}",
+            )
+            _require(
+                not (dist.start_method == "fork" and self.device.startswith("cuda")),
+                f"{where}.distributed.start_method 'fork' cannot be used with CUDA "
+                f"({where}.device={self.device!r}); use 'spawn'",
+            )
+            _require(
+                self.device in ("cpu", "cuda"),
+                f"{where}.device must be 'cpu' or 'cuda' (each worker takes cuda:<rank>) when "
+                f"{where}.distributed.nproc_per_node > 1, got {self.device!r}",
+            )

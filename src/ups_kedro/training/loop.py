@@ -24,9 +24,12 @@ Per-epoch metrics (keys of the dict given to ``on_epoch_end``):
 * ``epoch_time_sec``: wall time of the epoch (training + validation);
 * ``samples_per_sec``: training samples per second of training time.
 
-Later DDP support plugs in at :func:`_make_loader` (DistributedSampler), at the model wrap
-next to ``torch.compile``, at :func:`_reduce_sums` (all-reduce the per-epoch sums) and at
-:func:`_is_main_process` (only rank 0 writes state and calls back).
+Data-parallel training (``cfg.distributed.nproc_per_node`` > 1, or a ``torchrun`` launch) is
+in :mod:`ups_kedro.training.distributed`; here it shows at :func:`_make_loader` (each rank's
+share of the same global batches), in :func:`_train_epoch` (loss weighted by the rank's
+share, gradients summed before clipping), at :func:`_reduce_sums` (epoch sums combined over
+ranks) and at :func:`_is_main_process` (only rank 0 writes state and calls back).  With the
+default of one process none of it runs and training is unchanged.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ups_kedro.training import distributed
 from ups_kedro.training.checkpoint import (
     TrainState,
     atomic_torch_save,
@@ -63,6 +67,7 @@ from ups_kedro.training.checkpoint import (
     run_fingerprint,
     save_train_state,
 )
+from ups_kedro.config import to_dict
 from ups_kedro.training.config import TrainConfig
 from ups_kedro.training.ema import create_ema, ema_state, load_ema_state
 from ups_kedro.training.optim import EpochScheduler, build_optimizer, build_scheduler, current_lr
@@ -77,6 +82,9 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 # epoch so that validation losses are comparable across epochs.
 _LOADER_SEED_OFFSET = 1_000_003
 _VALIDATION_SEED_OFFSET = 2_000_029
+# Ranks > 0 of a data-parallel run draw the task's random numbers (noise, τ, …) from their own
+# stream, so different samples never share noise; rank 0's stream is the single-process one.
+_RANK_SEED_OFFSET = 7_919
 
 LAST_STATE = "last.pt"
 
@@ -137,7 +145,7 @@ class FitResult:
 
 def _is_main_process() -> bool:
     """Only the main process writes state and calls back (rank 0 under DDP)."""
-    return True
+    return distributed.is_main_process()
 
 
 def _make_loader(
@@ -151,9 +159,26 @@ def _make_loader(
 ) -> DataLoader:
     """A DataLoader whose shuffling reads only ``generator`` (saved with the state).
 
-    Under DDP this would build a ``DistributedSampler(shuffle=shuffle, seed=...)`` and call
-    ``set_epoch`` each epoch instead of shuffling here.
+    Data-parallel: the same global batches as one process, this rank taking its share
+    (:class:`~ups_kedro.training.distributed.ShardedBatchSampler`); an empty share is ``None``.
     """
+    ctx = distributed.context()
+    if ctx is not None and ctx.world_size > 1:
+        sampler = distributed.ShardedBatchSampler(
+            len(dataset),  # type: ignore[arg-type]
+            batch_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            shuffle=shuffle,
+            generator=generator,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            generator=generator,  # DataLoader draws its base seed from it, as below
+            collate_fn=distributed.ShardCollate(collate_fn),
+            num_workers=num_workers,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -166,8 +191,17 @@ def _make_loader(
 
 
 def _reduce_sums(sums: _Sums) -> _Sums:
-    """Combine per-process epoch sums (identity now; an all-reduce of sums and counts under DDP)."""
-    return sums
+    """Combine per-process epoch sums, in rank order (so every rank gets the same numbers)."""
+    ctx = distributed.context()
+    if ctx is None or ctx.world_size == 1:
+        return sums
+    combined = _Sums()
+    for part in distributed.gather_objects(sums):
+        combined.total += part.total
+        combined.count += part.count
+        for name, value in part.parts.items():
+            combined.parts[name] = combined.parts.get(name, 0.0) + value
+    return combined
 
 
 def _seed_everything(seed: int) -> None:
@@ -301,6 +335,8 @@ def _train_epoch(
     device: torch.device,
 ) -> tuple[_Sums, list[float]]:
     """One pass over ``loader``; returns loss sums and the pre-clip norm of every step."""
+    ctx = distributed.context()
+    sharded = ctx is not None and ctx.world_size > 1
     forward_model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
@@ -321,18 +357,27 @@ def _train_epoch(
             # steps, scaled by its own length so every step applies a mean gradient.
             group_start = (index // cfg.accum_steps) * cfg.accum_steps
             group_len = min(cfg.accum_steps, n_batches - group_start)
-            batch = _to_device(batch, device)
-            n = _batch_size(batch)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                loss, parts = task.training_loss(forward_model, batch, epoch)
-            value = float(loss.detach().float())
             step = progress.global_step + 1
-            if not math.isfinite(value):
+            value = math.nan
+            if sharded:
+                value = _sharded_backward(
+                    forward_model, task, batch, loader, index, group_len, sums, cfg, device, epoch
+                )
+            else:
+                batch = _to_device(batch, device)
+                n = _batch_size(batch)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    loss, parts = task.training_loss(forward_model, batch, epoch)
+                value = float(loss.detach().float())
+            if not math.isfinite(value) and not (sharded and batch is None):
                 where = f" (batch {index + 1}/{n_batches})"
                 raise NonFiniteLossError(stage, epoch, step, "training loss", value, where)
-            (loss / group_len).backward()
-            sums.add(value, parts, n)
+            if not sharded:
+                (loss / group_len).backward()
+                sums.add(value, parts, n)
             if index + 1 == group_start + group_len:
+                if sharded:
+                    distributed.all_reduce_gradients(params)
                 norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm))
                 if not math.isfinite(norm):
                     where = f" (batch {index + 1}/{n_batches})"
@@ -343,9 +388,40 @@ def _train_epoch(
                 grad_norms.append(norm)
                 if ema is not None:
                     ema.update_parameters(model)
-            bar.set_postfix(loss=f"{value:.4g}", step=progress.global_step, refresh=False)
+            if math.isfinite(value):
+                bar.set_postfix(loss=f"{value:.4g}", step=progress.global_step, refresh=False)
             bar.update(1)
     return sums, grad_norms
+
+
+def _sharded_backward(
+    forward_model: nn.Module,
+    task: StageTask,
+    batch: Any,
+    loader: DataLoader,
+    index: int,
+    group_len: int,
+    sums: _Sums,
+    cfg: TrainConfig,
+    device: torch.device,
+    epoch: int,
+) -> float:
+    """This rank's share of global micro-batch ``index``: loss weighted by its sample share.
+
+    Returns the local loss (NaN when this rank's share is empty: nothing to compute).
+    """
+    if batch is None:
+        return math.nan
+    batch = _to_device(batch, device)
+    n = _batch_size(batch)
+    n_global = loader.batch_sampler.global_size(index)  # type: ignore[union-attr]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+        loss, parts = task.training_loss(forward_model, batch, epoch)
+    value = float(loss.detach().float())
+    if math.isfinite(value):
+        (loss * (n / n_global) / group_len).backward()
+        sums.add(value, parts, n)
+    return value
 
 
 @torch.no_grad()
@@ -362,8 +438,12 @@ def _validate(
 ) -> _Sums:
     eval_model.eval()
     sums = _Sums()
-    with _isolated_rng(cfg.seed + _VALIDATION_SEED_OFFSET, device):
+    ctx = distributed.context()
+    rank = ctx.rank if ctx is not None else 0
+    with _isolated_rng(cfg.seed + _VALIDATION_SEED_OFFSET + rank * _RANK_SEED_OFFSET, device):
         for batch in loader:
+            if batch is None:  # this rank's share of a short last batch is empty
+                continue
             batch = _to_device(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                 loss, parts = task.validation_loss(eval_model, batch)
@@ -489,16 +569,32 @@ def fit(
             written, and first for each epoch replayed from a resumed state.
         collate_fn: passed to the DataLoaders.
 
+    Data-parallel (``cfg.distributed.nproc_per_node`` > 1): the workers are started here and
+    ``on_epoch_end`` is still called in this process, with rank 0's metrics.  Under
+    ``torchrun`` this joins the launcher's process group; only rank 0 writes state and calls
+    ``on_epoch_end``, and every rank returns the same result.
+
     Raises:
         NonFiniteLossError: a loss or gradient norm became NaN/inf.
+        DistributedWorkerError: a spawned worker failed (its traceback is in the message).
     """
     cfg.validate(f"{stage}.train")
+    ctx = distributed.context()
+    if ctx is None and distributed.launched_world_size() > 1:
+        ctx = distributed.join_torchrun(cfg)
+    elif ctx is None and cfg.distributed.nproc_per_node > 1 and cfg.epochs > 0:
+        return _fit_spawned(
+            model, task, train_data, val_data, cfg, stage=stage, state_dir=state_dir,
+            fingerprint=fingerprint, on_epoch_end=on_epoch_end, collate_fn=collate_fn,
+        )
     model = unwrap_model(model)
-    device = torch.device(cfg.device)
+    device = ctx.device if ctx is not None else torch.device(cfg.device)
     model.to(device)
+    world = ctx.world_size if ctx is not None else 1
     run_fp = run_fingerprint(
-        dataclasses.replace(cfg, progress=True),  # the progress bar does not change results
-        identity=f"{stage}|{fingerprint}|{_architecture_signature(model)}",
+        _fingerprint_config(cfg),
+        identity=f"{stage}|{fingerprint}|{_architecture_signature(model)}"
+        + (f"|world={world}" if world > 1 else ""),
     )
 
     if cfg.epochs == 0:  # a switched-off stage: nothing to train
@@ -514,6 +610,10 @@ def fit(
         )
 
     _seed_everything(cfg.seed)
+    if ctx is not None and world > 1:
+        distributed.broadcast_module(model)
+        if ctx.rank > 0:
+            _seed_everything(cfg.seed + ctx.rank * _RANK_SEED_OFFSET)
     loader_generator = torch.Generator()
     loader_generator.manual_seed(cfg.seed + _LOADER_SEED_OFFSET)
     train_loader = _make_loader(
@@ -553,7 +653,11 @@ def fit(
 
     progress = _Progress()
     state_path = Path(state_dir) / LAST_STATE if state_dir is not None else None
-    resumed = _load_resumable(state_path, run_fp, stage) if state_path is not None else None
+    resumed = None
+    if state_path is not None and _is_main_process():
+        resumed = _load_resumable(state_path, run_fp, stage)
+    if state_path is not None and world > 1:
+        resumed = distributed.broadcast_object(resumed)
     if resumed is not None:
         _apply_state(resumed, model, optimizer, scheduler, ema, progress)
         logger.info("stage %r: resuming after epoch %d of %d", stage, progress.epoch, cfg.epochs)
@@ -563,7 +667,11 @@ def fit(
                     metrics = {k: v for k, v in entry.items() if k != "epoch"}
                     on_epoch_end(int(entry["epoch"]), metrics)
         # Last, so nothing above can consume random numbers after the restore.
-        restore_rng_state(resumed.rng, loader_generator)
+        rank = ctx.rank if ctx is not None else 0
+        if rank > 0 and resumed.rank_rngs is not None and len(resumed.rank_rngs) >= rank:
+            restore_rng_state(resumed.rank_rngs[rank - 1], loader_generator)
+        else:
+            restore_rng_state(resumed.rng, loader_generator)
     resumed_from = progress.epoch
 
     stopped: StopReason = "completed"
@@ -635,6 +743,10 @@ def fit(
         else:
             finished = False
 
+        rank_rngs = None
+        if state_dir is not None and world > 1:  # a collective: every rank takes part
+            rngs = distributed.gather_objects(capture_rng_state(loader_generator))
+            rank_rngs = rngs[1:]
         if state_dir is not None and _is_main_process():
             _write_state(
                 Path(state_dir),
@@ -650,6 +762,7 @@ def fit(
                 finished=finished,
                 stopped=stopped,
                 metrics=metrics,
+                rank_rngs=rank_rngs,
             )
         if on_epoch_end is not None and _is_main_process():
             with _isolated_rng(None, device):
@@ -670,6 +783,40 @@ def fit(
         fingerprint=run_fp,
         resumed_from=resumed_from,
     )
+
+
+def _fingerprint_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The config part of the run fingerprint.
+
+    The progress bar does not change results; nor does how the processes are launched (the
+    world size goes into the identity instead), so a single-process fingerprint is the same
+    as before the ``distributed`` block existed.
+    """
+    plain = to_dict(dataclasses.replace(cfg, progress=True))
+    plain.pop("distributed", None)
+    return plain
+
+
+def _fit_spawned(
+    model: nn.Module,
+    task: StageTask,
+    train_data: Dataset,
+    val_data: Dataset | None,
+    cfg: TrainConfig,
+    *,
+    on_epoch_end: EpochCallback | None,
+    **kwargs: Any,
+) -> FitResult:
+    """``fit`` in ``cfg.distributed.nproc_per_node`` workers; this process relays callbacks."""
+    model = unwrap_model(model)
+    out = distributed.spawn_fit(
+        model, task, train_data, val_data, cfg, on_epoch_end=on_epoch_end, **kwargs
+    )
+    result = FitResult(**out)
+    # As in-process: the caller's model holds the selected weights afterwards.
+    model.load_state_dict(result.model_state)
+    model.to(torch.device(cfg.device))
+    return result
 
 
 def _apply_state(
@@ -711,6 +858,7 @@ def _write_state(
     finished: bool,
     stopped: StopReason,
     metrics: dict[str, float],
+    rank_rngs: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write ``last.pt`` (full state) and, every ``checkpoint_interval`` epochs, weights."""
     epoch = progress.epoch
@@ -745,5 +893,6 @@ def _write_state(
         scaler=None,
         finished=finished,
         stopped_reason=stopped if finished else None,
+        rank_rngs=rank_rngs,
     )
     save_train_state(state, state_dir / LAST_STATE)
