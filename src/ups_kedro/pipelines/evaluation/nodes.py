@@ -20,7 +20,9 @@ from ups_kedro.evaluation import report
 from ups_kedro.evaluation.rollout_file import RolloutSet
 from ups_kedro.evaluation.solver_reference import solver_spec
 from ups_kedro.evaluation.suite import evaluate_surrogate
+from ups_kedro.data.steady import is_skipped, skip_reason
 from ups_kedro.pipelines.evaluation.config import EvaluationConfig
+from ups_kedro.pipelines.steady_prior.nodes import score_steady
 from ups_kedro.pipelines.tracking import log_metrics
 from ups_kedro.pipelines.upstream import load_surrogate
 
@@ -103,3 +105,36 @@ def render_report(rollouts: RolloutSet, table: pd.DataFrame, horizons: pd.DataFr
              "time stride": rollouts.time_stride}
     html = report.html_report("ups-kedro evaluation", table, figures, facts, rollouts.notes)
     return (*figures.values(), html)
+
+
+def evaluate_steady(steady_prior_checkpoint: dict | None,
+                    steady_autoencoder_checkpoint: dict | None,
+                    solutions_train: ArrayBundle, solutions_val: ArrayBundle,
+                    solutions_test: ArrayBundle, coefficients_val: ArrayBundle,
+                    coefficients_test: ArrayBundle, params: dict[str, Any]) -> dict:
+    """Steady-field error of the Stage 4 prior on the split, by refinement step (if it ran).
+
+    Logged as ``evaluation/steady_prior/<metric>``; a switched-off Stage 4 gives a skip record.
+    """
+    cfg = _config(params)
+    if steady_prior_checkpoint is None or steady_autoencoder_checkpoint is None:
+        logger.info("evaluation: steady prior skipped (its checkpoints are absent)")
+        return {"skipped": True, "reason": "Stage 4 checkpoints absent: run `kedro run "
+                "--pipeline steady_prior` to evaluate the steady prior"}
+    records = (steady_prior_checkpoint, steady_autoencoder_checkpoint, solutions_train)
+    skipped = [r for r in records if is_skipped(r)]
+    if skipped:
+        reason = skip_reason(skipped[0])
+        logger.info("evaluation: steady prior skipped (%s)", reason)
+        return {"skipped": True, "reason": reason}
+    solutions, coefficients = {"val": (solutions_val, coefficients_val),
+                               "test": (solutions_test, coefficients_test)}[cfg.split]
+    scores = score_steady(steady_prior_checkpoint, steady_autoencoder_checkpoint,
+                          solutions_train, solutions, coefficients,
+                          cfg.variants.batch_size)
+    by_step = scores.pop("nrmse_by_step")
+    log_metrics(STAGE, {f"steady_prior/{k}": v for k, v in scores.items()})
+    logger.info("evaluation (%s) steady prior: nRMSE %.4g (initial guess %.4g, mean field %.4g)"
+                " by step %s", cfg.split, scores["nrmse"], scores["nrmse_initial_guess"],
+                scores["nrmse_mean_field"], [round(v, 4) for v in by_step])
+    return {"skipped": False, "split": cfg.split, **scores, "nrmse_by_step": by_step}

@@ -18,6 +18,11 @@ UPSTREAM = {
     "fields_val": "data_processing.fields_val",
     "fields_test": "data_processing.fields_test",
     "raw_source": "data_processing.raw_source",
+    "steady_prior_checkpoint": "steady_prior.checkpoint",
+    "steady_autoencoder_checkpoint": "steady_prior.autoencoder_checkpoint",
+    **{f"steady_{kind}_{split}": f"data_processing.steady_{kind}_{split}"
+       for kind in ("solutions", "coefficients") for split in ("train", "val", "test")
+       if not (kind == "coefficients" and split == "train")},
 }
 
 
@@ -33,6 +38,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.render_report, ["rollouts", "metrics_table", "horizon_table", PARAMS],
                  ["figure_spacetime", "figure_horizon", "figure_spectra", "report"],
                  name="render_report"),
+            Node(nodes.evaluate_steady,
+                 ["steady_prior_checkpoint", "steady_autoencoder_checkpoint",
+                  "steady_solutions_train", "steady_solutions_val", "steady_solutions_test",
+                  "steady_coefficients_val", "steady_coefficients_test", PARAMS],
+                 "steady_metrics", name="evaluate_steady", tags=["steady"]),
         ],
         namespace=STAGE,
         inputs=UPSTREAM,

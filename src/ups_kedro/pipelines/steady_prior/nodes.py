@@ -381,6 +381,37 @@ def _nrmse(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(metrics.nrmse(pred, truth).mean())
 
 
+def score_steady(checkpoint: dict, autoencoder_checkpoint: dict, solutions_train: ArrayBundle,
+                 solutions: ArrayBundle, coefficients: ArrayBundle, batch_size: int = 64,
+                 threads: int | None = None) -> dict[str, Any]:
+    """Decoded steady-field nRMSE on one split after each refinement, beside the baselines.
+
+    Keys: ``nrmse`` (all refinements), ``nrmse_step_k``, ``nrmse_by_step`` (list, k = 0 is the
+    initial guess), ``nrmse_initial_guess``, ``nrmse_mean_field`` (training-mean field),
+    ``recon_nrmse`` (the autoencoder's floor), ``gain_vs_*``, ``n`` (samples).
+    """
+    predictor = SteadyPredictor.from_checkpoints(checkpoint, autoencoder_checkpoint)
+    truth = np.asarray(solutions.array, dtype=np.float32)  # [n, 1, X, Y, C]
+    with torch_threads(threads):
+        fields = predictor.trajectory(np.asarray(coefficients.array), coefficients.meta["beta"],
+                                      batch_size=batch_size)  # [n, S+1, X, Y, C]
+        recon = reconstruct(truth, predictor.normaliser, predictor.autoencoder.encode,
+                            predictor.autoencoder.decode, batch_size)
+    by_step = [_nrmse(fields[:, k:k + 1], truth) for k in range(fields.shape[1])]
+    baseline_mean = _nrmse(np.broadcast_to(mean_field(solutions_train.array), truth.shape), truth)
+    return {
+        "nrmse": by_step[-1],
+        "nrmse_initial_guess": by_step[0],
+        "nrmse_mean_field": baseline_mean,
+        "recon_nrmse": _nrmse(recon, truth),
+        **{f"nrmse_step_{k}": v for k, v in enumerate(by_step) if k > 0},
+        "gain_vs_initial_guess": by_step[0] / max(by_step[-1], 1e-12),
+        "gain_vs_mean_field": baseline_mean / max(by_step[-1], 1e-12),
+        "nrmse_by_step": by_step,
+        "n": int(truth.shape[0]),
+    }
+
+
 def evaluate_steady_prior(checkpoint: dict, autoencoder_checkpoint: dict,
                           solutions_train: ArrayBundle, solutions_val: ArrayBundle,
                           coefficients_val: ArrayBundle, params: dict[str, Any]) -> dict:
@@ -391,31 +422,17 @@ def evaluate_steady_prior(checkpoint: dict, autoencoder_checkpoint: dict,
                    {"checkpoint": checkpoint, "autoencoder_checkpoint": autoencoder_checkpoint})
     if reason:
         return _skipped("metrics", reason)
-    predictor = SteadyPredictor.from_checkpoints(checkpoint, autoencoder_checkpoint)
-    truth = np.asarray(solutions_val.array, dtype=np.float32)  # [n, 1, X, Y, C]
-    with torch_threads(cfg.torch_threads):
-        fields = predictor.trajectory(np.asarray(coefficients_val.array),
-                                      coefficients_val.meta["beta"],
-                                      batch_size=cfg.eval.batch_size)  # [n, S+1, X, Y, C]
-        recon = reconstruct(truth, predictor.normaliser, predictor.autoencoder.encode,
-                            predictor.autoencoder.decode, cfg.eval.batch_size)
-    by_step = [_nrmse(fields[:, k:k + 1], truth) for k in range(fields.shape[1])]
-    baseline_mean = _nrmse(np.broadcast_to(mean_field(solutions_train.array), truth.shape), truth)
-    out: dict[str, Any] = {
-        "val_nrmse": by_step[-1],
-        "val_nrmse_initial_guess": by_step[0],
-        "val_nrmse_mean_field": baseline_mean,
-        "val_recon_nrmse": _nrmse(recon, truth),
-        **{f"val_nrmse_step_{k}": v for k, v in enumerate(by_step) if k > 0},
-        "val_gain_vs_initial_guess": by_step[0] / max(by_step[-1], 1e-12),
-        "val_gain_vs_mean_field": baseline_mean / max(by_step[-1], 1e-12),
-    }
+    scores = score_steady(checkpoint, autoencoder_checkpoint, solutions_train, solutions_val,
+                          coefficients_val, cfg.eval.batch_size, cfg.torch_threads)
+    by_step = scores.pop("nrmse_by_step")
+    out: dict[str, Any] = {f"val_{k}": v for k, v in scores.items() if k != "n"}
     log_metrics(STAGE, out)
     for k, v in enumerate(by_step):  # the error-vs-refinement curve as one MLflow series
         log_metrics(STAGE, {"val_nrmse_by_step": v}, step=k)
     logger.info("steady_prior (val, %d samples): nRMSE %.4g after %d steps; initial guess %.4g, "
-                "mean field %.4g, reconstruction floor %.4g; by step %s", truth.shape[0],
-                by_step[-1], len(by_step) - 1, by_step[0], baseline_mean, out["val_recon_nrmse"],
+                "mean field %.4g, reconstruction floor %.4g; by step %s", scores["n"],
+                by_step[-1], len(by_step) - 1, by_step[0], out["val_nrmse_mean_field"],
+                out["val_recon_nrmse"],
                 [round(v, 4) for v in by_step])
-    return {**out, "skipped": False, "num_steps": len(by_step) - 1, "n_val": int(truth.shape[0]),
+    return {**out, "skipped": False, "num_steps": len(by_step) - 1, "n_val": scores["n"],
             "nrmse_by_step": by_step, "encoder_hash": checkpoint["lineage"]["encoder_hash"]}
