@@ -52,7 +52,8 @@ class SurrogateModel(mlflow.pyfunc.PythonModel):
                              f"available: {[v.name for v in variants]}")
         self.step = chosen[0]
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
+    # model_input is left without a type hint: MLflow would validate it against one.
+    def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
         """``model_input`` [B, *space, C] physical initial frames → [B, n_steps, *space, C]."""
         u0 = np.asarray(model_input, dtype=np.float32)
         n_steps = int((params or {}).get("n_steps", 1))
