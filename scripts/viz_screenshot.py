@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,9 +31,15 @@ LAYERS = ["raw", "intermediate", "primary", "feature", "model_input", "models", 
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below 49152: kedro-viz refuses the ephemeral range the OS would pick."""
+    for port in random.sample(range(20000, 49000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port in 20000–49000 on 127.0.0.1")
 
 
 def start_viz(port: int, project: Path, log: Path) -> subprocess.Popen:
