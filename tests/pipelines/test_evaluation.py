@@ -171,3 +171,21 @@ def test_inference_with_a_missing_file_fails_clearly(evaluated: Path) -> None:
     with pytest.raises(Exception, match="does not exist; give an .h5/.hdf5"):
         run_kedro(evaluated, "inference", params={"inference": {
             "source": "checkpoints", "initial_condition": {"path": "nope.h5"}}})
+
+
+def test_comparison_notebook_runs_on_the_outputs(evaluated: Path, monkeypatch) -> None:
+    """Every code cell of notebooks/compare_runs.ipynb, in order, on this project copy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    notebook = json.loads((Path(__file__).parents[2] / "notebooks/compare_runs.ipynb")
+                          .read_text())
+    monkeypatch.setenv("UPS_PROJECT_ROOT", str(evaluated))
+    monkeypatch.setenv("UPS_DATA_DIR", "data/smoke")
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "compare_runs.ipynb", "exec"), namespace)
+    assert not namespace["board"].empty  # the promotion test ran before this one
+    assert namespace["scores"].loc["operator", "nrmse"] > 0
+    assert namespace["compare"].shape[1] == 2  # two evaluation runs side by side
