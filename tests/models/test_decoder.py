@@ -10,7 +10,7 @@ import torch
 from ups_kedro.models.decoder import AnyPointDecoder
 from ups_kedro.models.layers import cell_centres
 
-from ._helpers import TOKENS, assert_grads, decoder_cfg
+from ._helpers import GRIDS, TOKENS, assert_grads, decoder_cfg
 
 
 @pytest.mark.parametrize("spatial_dims", [1, 2])
@@ -117,3 +117,35 @@ def test_decode_grid_rejects_wrong_rank() -> None:
     dec = AnyPointDecoder(decoder_cfg(1, 1))
     with pytest.raises(ValueError, match="grid_shape"):
         dec.decode_grid(torch.randn(1, 8, 8), (4, 4))
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2])
+def test_cell_mode_shapes_periodicity_and_shared_coords(spatial_dims: int) -> None:
+    torch.manual_seed(0)
+    dec = AnyPointDecoder(decoder_cfg(spatial_dims, 2, local_mode="cell", num_layers=0))
+    z = torch.randn(3, TOKENS[spatial_dims], 8)
+    coords = torch.rand(11, spatial_dims)
+    out = dec(z, coords)
+    assert out.shape == (3, 11, 2)
+    assert torch.allclose(out, dec(z, coords.expand(3, -1, -1)), atol=1e-6)
+    assert torch.allclose(out, dec(z, coords + 1.0), atol=1e-5)
+    assert dec.decode_grid(z, GRIDS[spatial_dims]).shape == (3, *GRIDS[spatial_dims], 2)
+
+
+def test_cell_mode_reads_only_the_containing_token() -> None:
+    """With the kernel-3 token convolution, a point depends on its token and the 2 neighbours."""
+    torch.manual_seed(0)
+    dec = AnyPointDecoder(decoder_cfg(1, 1, local_mode="cell", num_layers=0))
+    z = torch.randn(1, TOKENS[1], 8)
+    x = torch.tensor([[0.5 / TOKENS[1]]])  # centre of token 0's patch
+    far = z.clone()
+    far[0, 4] += 10.0  # token 4 is not a neighbour of token 0 (of 8)
+    near = z.clone()
+    near[0, 1] += 10.0
+    assert torch.allclose(dec(z, x), dec(far, x))
+    assert not torch.allclose(dec(z, x), dec(near, x))
+
+
+def test_local_mode_is_validated() -> None:
+    with pytest.raises(ValueError, match=r"any_point_decoder\.local_mode"):
+        AnyPointDecoder(decoder_cfg(1, 1, local_mode="nearest"))

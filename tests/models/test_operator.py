@@ -9,7 +9,7 @@ from ups_kedro.models.operator import LatentOperator, downsample_tokens, upsampl
 
 from ._helpers import assert_grads, operator_cfg
 
-ARCHS = ["pdet_unet", "pdet_stack"]
+ARCHS = ["pdet_unet", "pdet_stack", "conv_stack"]
 
 
 @pytest.mark.parametrize("architecture", ARCHS)
@@ -153,3 +153,30 @@ def test_validation_names_the_field(override: dict, field: str) -> None:
 def test_stack_does_not_need_divisible_tokens() -> None:
     op = LatentOperator(operator_cfg("pdet_stack", latent_tokens=6))
     assert op(torch.randn(1, 6, 8), 0.1).shape == (1, 6, 8)
+
+
+def test_conv_stack_ignores_attention_groups_and_checks_kernel() -> None:
+    # Attention group sizes do not apply to the conv stack, so they need not divide hidden_dim.
+    op = LatentOperator(operator_cfg("conv_stack", hidden_dim=20, group_size=6, kernel_size=3))
+    assert op(torch.randn(2, 8, 8), 0.1).shape == (2, 8, 8)
+    with pytest.raises(ValueError, match=r"latent_operator\.kernel_size"):
+        LatentOperator(operator_cfg("conv_stack", kernel_size=4))
+
+
+def test_conv_stack_is_local_and_periodic() -> None:
+    """One block with kernel 3 only mixes each token with its two periodic neighbours."""
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg("conv_stack", depths=(1,), kernel_size=3))
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    z = torch.randn(1, 8, 8)
+    bumped = z.clone()
+    bumped[0, 0] += 1.0
+    changed = (op(bumped, 0.1) - op(z, 0.1)).abs().sum(-1)[0] > 1e-6  # [8]
+    # Two convolutions of width 3: reach 2 tokens each side, wrapping around (0 -> 6, 7, 1, 2).
+    assert changed.tolist() == [True, True, True, False, False, False, True, True]
+
+
+def test_conv_stack_on_a_two_dimensional_token_grid() -> None:
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg("conv_stack", latent_tokens=16, spatial_dims=2))
+    assert op(torch.randn(2, 16, 8), 0.1).shape == (2, 16, 8)

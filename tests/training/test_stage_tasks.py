@@ -96,3 +96,63 @@ def test_loss_config_rejects_inconsistent_pairs() -> None:
         OperatorLossConfig(lambda_forward=0.0).validate()
     with pytest.raises(ValueError, match="need the autoencoder"):
         OperatorTask(OperatorLossConfig(lambda_inv_enc=1.0), 0.05, None)
+
+
+def test_relative_mse_weighs_samples_by_their_energy() -> None:
+    from ups_kedro.training.losses import relative_mse
+
+    target = torch.stack([torch.full((4, 2), 1.0), torch.full((4, 2), 0.1)])  # [2, 4, 2]
+    pred = target + 0.01  # the same absolute error on a strong and a weak sample
+    loss = relative_mse(pred, target, floor=0.0)
+    assert loss.item() == pytest.approx(0.5 * (1e-4 / 1.0 + 1e-4 / 0.01), rel=1e-4)
+    # The floor bounds the weight of a near-zero target; an origin shifts "no signal".
+    assert relative_mse(pred, target, floor=1.0).item() < loss.item()
+    shifted = relative_mse(pred + 3.0, target + 3.0, 0.0, origin=torch.full((4, 2), 3.0))
+    assert shifted.item() == pytest.approx(loss.item(), rel=1e-4)
+
+
+def test_autoencoder_relative_reconstruction_loss() -> None:
+    torch.manual_seed(0)
+    model = _autoencoder()
+    batch = {"u": torch.randn(3, 16, 1)}
+    plain = AutoencoderTask(AutoencoderLossConfig(1.0, 0.0), torch.zeros(1), torch.ones(1))
+    rel = AutoencoderTask(AutoencoderLossConfig(1.0, 0.0, relative_floor=0.1),
+                          torch.zeros(1), torch.ones(1))
+    _, p = plain.training_loss(model, batch, 1)
+    loss, r = rel.training_loss(model, batch, 1)
+    assert r["inv_enc"] != pytest.approx(p["inv_enc"])
+    loss.backward()
+    with pytest.raises(ValueError, match="relative_floor"):
+        AutoencoderLossConfig(relative_floor=0.0).validate()
+
+
+def test_operator_relative_loss_and_input_noise() -> None:
+    op, batch = _operator(), _batch(2)
+    origin = torch.randn(4, 4)
+    cfg = OperatorLossConfig(lambda_rollout=1.0, rollout_horizon=2, relative_floor=0.1,
+                             input_noise=0.5)
+    task = OperatorTask(cfg, 0.05, latent_origin=origin)
+    torch.manual_seed(0)
+    a, _ = task.training_loss(op, batch, epoch=1)
+    torch.manual_seed(1)
+    b, _ = task.training_loss(op, batch, epoch=1)
+    assert a.item() != pytest.approx(b.item())  # training inputs are perturbed
+    a.backward()
+    assert op.in_proj.weight.grad is not None
+    v1, _ = task.validation_loss(op, batch)
+    v2, _ = task.validation_loss(op, batch)
+    assert v1.item() == v2.item()  # validation is clean and deterministic
+    clean = OperatorTask(OperatorLossConfig(relative_floor=0.1), 0.05, latent_origin=origin)
+    expected = relative_mse_ref(op(batch["z"], 0.05), batch["z_next"][:, 0], 0.1, origin)
+    assert clean.validation_loss(op, batch)[1]["forward"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="input_noise"):
+        OperatorLossConfig(input_noise=-1.0).validate()
+    with pytest.raises(ValueError, match="relative_floor"):
+        OperatorLossConfig(relative_floor=-1.0).validate()
+
+
+def relative_mse_ref(pred: torch.Tensor, target: torch.Tensor, floor: float,
+                     origin: torch.Tensor) -> float:
+    err = (pred - target).square().flatten(1).mean(1)
+    energy = (target - origin).square().flatten(1).mean(1)
+    return (err / (energy + floor**2)).mean().item()

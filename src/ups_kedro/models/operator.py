@@ -15,7 +15,7 @@ from torch import nn
 
 from ups_kedro.models.layers import Mlp, RMSNorm, check, rms_norm, tokens_per_axis
 
-ARCHITECTURES = ("pdet_unet", "pdet_stack")
+ARCHITECTURES = ("pdet_unet", "pdet_stack", "conv_stack")
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,12 @@ class LatentOperatorConfig:
         group_size: channels per attention group; divisible by ``num_heads``.
         num_heads: heads per group (head width ``group_size // num_heads``).
         time_embed_dim: hidden width of the ``dt`` embedding MLP.
-        architecture: ``"pdet_unet"`` (U-shaped, one level per ``depths`` entry) or
-            ``"pdet_stack"`` (``sum(depths)`` blocks at full resolution).
+        architecture: ``"pdet_unet"`` (U-shaped, one level per ``depths`` entry),
+            ``"pdet_stack"`` (``sum(depths)`` blocks at full resolution) or ``"conv_stack"``
+            (``sum(depths)`` residual blocks of periodic convolutions over the token grid: local
+            token mixing, for PDEs whose information travels a few tokens per step, e.g.
+            Burgers; ``group_size``/``num_heads`` are then unused and not checked).
+        kernel_size: odd width of the ``conv_stack`` convolutions along every token axis.
         depths: blocks per level (down path and bottleneck; the up path mirrors the down path).
         mlp_ratio: block MLP width as a multiple of ``hidden_dim``.
         dropout: dropout in attention and MLPs.
@@ -51,6 +55,7 @@ class LatentOperatorConfig:
     mlp_ratio: float = 2.0
     dropout: float = 0.0
     spatial_dims: int = 1
+    kernel_size: int = 5
 
     def validate(self, where: str = "latent_operator") -> None:
         """Raise ``ValueError`` naming the offending field."""
@@ -62,18 +67,19 @@ class LatentOperatorConfig:
             f"must be >= 1, got {self.latent_tokens}",
         )
         check(self.hidden_dim >= 1, where, "hidden_dim", f"must be >= 1, got {self.hidden_dim}")
-        check(
-            self.group_size >= 1 and self.hidden_dim % self.group_size == 0,
-            where,
-            "group_size",
-            f"={self.group_size} must be >= 1 and divide hidden_dim={self.hidden_dim}",
-        )
-        check(
-            self.num_heads >= 1 and self.group_size % self.num_heads == 0,
-            where,
-            "num_heads",
-            f"={self.num_heads} must be >= 1 and divide group_size={self.group_size}",
-        )
+        if self.architecture != "conv_stack":  # attention only: the conv stack has no groups
+            check(
+                self.group_size >= 1 and self.hidden_dim % self.group_size == 0,
+                where,
+                "group_size",
+                f"={self.group_size} must be >= 1 and divide hidden_dim={self.hidden_dim}",
+            )
+            check(
+                self.num_heads >= 1 and self.group_size % self.num_heads == 0,
+                where,
+                "num_heads",
+                f"={self.num_heads} must be >= 1 and divide group_size={self.group_size}",
+            )
         check(
             self.time_embed_dim >= 1,
             where,
@@ -122,6 +128,12 @@ class LatentOperatorConfig:
             f"must give a positive MLP width, got {self.mlp_ratio}",
         )
         check(0.0 <= self.dropout < 1.0, where, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(
+            self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+            where,
+            "kernel_size",
+            f"must be a positive odd int (centred periodic padding), got {self.kernel_size}",
+        )
 
     @property
     def rows(self) -> int:
@@ -201,6 +213,33 @@ class OperatorBlock(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
+class ConvBlock(nn.Module):
+    """Pre-RMSNorm ``x + conv(gelu(conv(norm(x))))`` with periodic padding over the token grid.
+
+    Tokens are ``[B, N, H]`` laid out as ``rows x (N / rows)`` (row-major, see
+    :class:`LatentOperatorConfig`); ``rows == 1`` convolves along the single periodic row.
+    """
+
+    def __init__(self, dim: int, hidden: int, kernel_size: int, rows: int, spatial_dims: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.rows, self.spatial_dims = rows, spatial_dims
+        conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
+        pad = kernel_size // 2
+        self.norm = RMSNorm(dim)
+        self.conv1 = conv(dim, hidden, kernel_size, padding=pad, padding_mode="circular")
+        self.conv2 = conv(hidden, dim, kernel_size, padding=pad, padding_mode="circular")
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, N, H]`` -> ``[B, N, H]``."""
+        b, n, h = x.shape
+        grid = (n,) if self.spatial_dims == 1 else (self.rows, n // self.rows)
+        y = self.norm(x).transpose(1, 2).reshape(b, h, *grid)  # channels-first token grid
+        y = self.conv2(self.dropout(F.gelu(self.conv1(y))))
+        return x + y.reshape(b, h, n).transpose(1, 2)
+
+
 def downsample_tokens(x: torch.Tensor, rows: int = 1) -> torch.Tensor:
     """Average neighbouring token pairs within each row: ``[B, N, H] -> [B, N/2, H]``.
 
@@ -250,6 +289,12 @@ class LatentOperator(nn.Module):
             # Up path mirrors the down path (finest level last); skip = concat + Linear.
             self.skip_proj = nn.ModuleList(nn.Linear(2 * hid, hid) for _ in cfg.depths[:-1])
             self.up = nn.ModuleList(blocks(d) for d in reversed(cfg.depths[:-1]))
+        elif cfg.architecture == "conv_stack":
+            self.stack = nn.ModuleList(
+                ConvBlock(hid, int(hid * cfg.mlp_ratio), cfg.kernel_size, cfg.rows,
+                          cfg.spatial_dims, cfg.dropout)
+                for _ in range(sum(cfg.depths))
+            )
         else:
             self.stack = blocks(sum(cfg.depths))
         self.out_norm = RMSNorm(hid)
@@ -265,7 +310,7 @@ class LatentOperator(nn.Module):
 
     def _core(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, N, H] -> [B, N, H]``."""
-        if self.cfg.architecture == "pdet_stack":
+        if self.cfg.architecture in ("pdet_stack", "conv_stack"):
             for blk in self.stack:
                 x = blk(x)
             return x
@@ -312,6 +357,7 @@ class LatentOperator(nn.Module):
 __all__ = [
     "ARCHITECTURES",
     "ChannelGroupAttention",
+    "ConvBlock",
     "LatentOperator",
     "LatentOperatorConfig",
     "OperatorBlock",

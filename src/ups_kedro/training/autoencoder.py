@@ -5,6 +5,12 @@
   as the target, so a decoded latent re-encodes to itself (the operator's predictions then stay
   on the latent manifold the decoder understands).
 
+With ``loss.relative_floor`` set, ``inv_enc`` is instead the per-sample *relative* squared error
+``‖û−u‖² / (‖u‖² + floor²·n)`` (normalised units, ``n`` values per sample), batch-averaged: the
+metric every stage is scored by (per-frame nRMSE) divides by the frame's norm, so decayed,
+small-amplitude frames count as much as energetic ones; a plain MSE neglects them (1D Burgers:
+late frames' nRMSE was 3-5x the early frames').
+
 Validation also reports ``recon_nrmse``: PDEBench's per-frame nRMSE of the reconstruction in
 physical (de-normalised) units — the floor under every later stage's error.
 """
@@ -16,17 +22,25 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ups_kedro.training.losses import mse
+from ups_kedro.training.losses import mse, relative_mse
 
 
 @dataclass(frozen=True)
 class AutoencoderLossConfig:
-    """Weights of the two autoencoder losses."""
+    """Weights of the two autoencoder losses.
+
+    ``relative_floor``: ``None`` for a plain MSE reconstruction loss; a value > 0 makes it the
+    per-sample relative error, with this RMS (normalised units) added to each sample's norm so
+    near-zero frames cannot dominate.
+    """
 
     lambda_inv_enc: float = 1.0
     lambda_inv_dec: float = 0.1
+    relative_floor: float | None = None
 
     def validate(self) -> None:
+        if self.relative_floor is not None and not self.relative_floor > 0:
+            raise ValueError(f"loss.relative_floor must be > 0 or null, got {self.relative_floor}")
         if self.lambda_inv_enc <= 0:
             raise ValueError(f"loss.lambda_inv_enc must be > 0, got {self.lambda_inv_enc}")
         if self.lambda_inv_dec < 0:
@@ -55,7 +69,8 @@ class AutoencoderTask:
     def _losses(self, model: nn.Module, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         z = model.encode(u)
         u_hat = model.decode(z)
-        inv_enc = mse(u_hat, u)
+        floor = self.loss.relative_floor
+        inv_enc = mse(u_hat, u) if floor is None else relative_mse(u_hat, u, floor)
         if self.loss.lambda_inv_dec > 0:
             inv_dec = mse(model.encode(u_hat), z.detach())
         else:

@@ -20,6 +20,26 @@ def mse(pred: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(pred, target)
 
 
+def relative_mse(pred: Tensor, target: Tensor, floor: float, origin: Tensor | None = None
+                 ) -> Tensor:
+    """Per-sample squared error relative to the target's energy, then the batch mean.
+
+    ``mean(|pred − target|²) / (mean(|target − origin|²) + floor²)`` per sample (means over the
+    non-batch elements), so the loss weighs samples the way a per-sample nRMSE does; ``floor``
+    (an RMS, in the tensors' units) bounds the weight of near-zero targets.  ``origin``
+    (broadcastable to ``target``, default 0) is the value that means "no signal", e.g. the
+    latent of an all-zero field.  ``pred``, ``target``: ``[B, ...]``.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"relative_mse: shapes differ, pred {tuple(pred.shape)} vs target {tuple(target.shape)}"
+        )
+    ref = target if origin is None else target - origin
+    err = (pred - target).float().square().flatten(1).mean(1)  # [B]
+    energy = ref.float().square().flatten(1).mean(1)  # [B]
+    return (err / (energy + floor**2)).mean()
+
+
 def relative_l2(pred: Tensor, target: Tensor, eps: float = 1e-12) -> Tensor:
     """Per-sample relative L2 error ``‖pred − target‖₂ / ‖target‖₂``, then the batch mean.
 

@@ -15,6 +15,13 @@ Losses (weights in :class:`OperatorLossConfig`):
   it from the input latent with frozen random networks, so it trained nothing);
 * ``inv_dec``  — MSE(encoder(decoder(Op(z))), Op(z)): the prediction stays on the latent manifold
   the autoencoder understands.
+With ``relative_floor`` set, the forward and rollout terms are per-sample *relative* latent errors
+(:func:`~ups_kedro.training.losses.relative_mse` around the latent of the all-zero field), so
+decayed, small-amplitude states — which dominate the per-frame nRMSE the rollouts are scored by —
+weigh as much as energetic ones.  ``input_noise`` > 0 perturbs the input latent during training
+by Gaussian noise of that size relative to the sample's own latent RMS (around the same origin):
+the operator then learns to map slightly-off states back towards the data, which is what it sees
+after its own first steps in a rollout.
 The two inverse weights follow the curriculum of :func:`~ups_kedro.training.losses.inverse_loss_weight`.
 """
 
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ups_kedro.training.losses import inverse_loss_weight, mse, spectral_energy_loss
+from ups_kedro.training.losses import inverse_loss_weight, mse, relative_mse, spectral_energy_loss
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,14 @@ class OperatorLossConfig:
     lambda_inv_dec: float = 0.0
     inverse_loss_warmup_epochs: int = 15
     inverse_loss_max_weight: float = 0.05
+    relative_floor: float | None = None
+    input_noise: float = 0.0
 
     def validate(self) -> None:
+        if self.relative_floor is not None and not self.relative_floor > 0:
+            raise ValueError(f"loss.relative_floor must be > 0 or null, got {self.relative_floor}")
+        if self.input_noise < 0:
+            raise ValueError(f"loss.input_noise must be ≥ 0, got {self.input_noise}")
         for name in ("lambda_forward", "lambda_rollout", "lambda_spectral", "lambda_inv_enc",
                      "lambda_inv_dec", "inverse_loss_max_weight"):
             if getattr(self, name) < 0:
@@ -71,27 +84,48 @@ class OperatorTask:
         loss: loss weights and curriculum.
         dt: physical time step of one operator step (fed to the time embedding).
         autoencoder: frozen autoencoder (``encode``/``decode``) for the inverse losses, or None.
+        latent_origin: ``[N, D]`` latent of the all-zero physical field (the "no signal" state
+            for ``relative_floor`` and ``input_noise``); None: the zero latent.
     """
 
-    def __init__(self, loss: OperatorLossConfig, dt: float, autoencoder: nn.Module | None = None):
+    def __init__(self, loss: OperatorLossConfig, dt: float, autoencoder: nn.Module | None = None,
+                 latent_origin: Tensor | None = None):
         if loss.needs_fields and autoencoder is None:
             raise ValueError("inverse losses need the autoencoder")
         self.loss, self.dt, self.autoencoder = loss, dt, autoencoder
+        self.latent_origin = latent_origin
+
+    def _origin(self, z: Tensor) -> Tensor | None:
+        return None if self.latent_origin is None else self.latent_origin.to(z.device, z.dtype)
+
+    def _err(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Latent error of one step: MSE, or the relative MSE when ``relative_floor`` is set."""
+        floor = self.loss.relative_floor
+        if floor is None:
+            return mse(pred, target)
+        return relative_mse(pred, target, floor, self._origin(target))
 
     def _losses(self, model: nn.Module, batch: dict[str, Tensor], epoch: int | None
                 ) -> tuple[Tensor, dict[str, float]]:
         cfg = self.loss
         z, z_next = batch["z"], batch["z_next"]
+        if cfg.input_noise > 0 and epoch is not None:  # training only: validation stays clean
+            origin = self._origin(z)
+            dev = z if origin is None else z - origin
+            scale = dev.float().square().flatten(1).mean(1).sqrt()  # [B] per-sample latent RMS
+            scale = scale.reshape(-1, *([1] * (z.dim() - 1))).to(z.dtype)
+            z = z + cfg.input_noise * scale * torch.randn_like(z)
         steps = z_next.shape[1] if cfg.lambda_rollout > 0 else 1
         preds, state = [], z
         for _ in range(steps):
             state = model(state, self.dt)
             preds.append(state)
         pred1 = preds[0]
-        parts: dict[str, Tensor] = {"forward": mse(pred1, z_next[:, 0])}
+        parts: dict[str, Tensor] = {"forward": self._err(pred1, z_next[:, 0])}
         total = cfg.lambda_forward * parts["forward"]
         if cfg.lambda_rollout > 0:
-            parts["rollout"] = torch.stack([mse(p, z_next[:, h]) for h, p in enumerate(preds)]).mean()
+            parts["rollout"] = torch.stack(
+                [self._err(p, z_next[:, h]) for h, p in enumerate(preds)]).mean()
             total = total + cfg.lambda_rollout * parts["rollout"]
         if cfg.lambda_spectral > 0:
             parts["spectral"] = spectral_energy_loss(pred1, z_next[:, 0], dim=1)

@@ -33,6 +33,7 @@ class DecoderParams:
     mlp_hidden: int = 64
     local_features: bool = True
     local_freqs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    local_mode: str = "blend"    # parameters_autoencoder.yml picks "cell"; steady_prior shares this
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,15 @@ class OperatorModelParams:
 
     input_dim: int | None = None
     tokens: int | None = None
-    architecture: str = "pdet_unet"
-    hidden_dim: int = 96
+    architecture: str = "conv_stack"
+    hidden_dim: int = 64
     group_size: int = 12
     num_heads: int = 6
-    depths: tuple[int, ...] = (1, 1, 1)
-    mlp_ratio: float = 2.0
+    depths: tuple[int, ...] = (4,)
+    mlp_ratio: float = 1.0
     time_embed_dim: int = 64
     dropout: float = 0.0
+    kernel_size: int = 5     # conv_stack only
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ups_kedro.config import ConfigError, parse
-from ups_kedro.data.torch_data import LatentPairDataset
+from ups_kedro.data.torch_data import LatentPairDataset, normaliser_tensors
 from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation import metrics
 from ups_kedro.evaluation.rollout import one_step_rollout, scored_frames
@@ -43,8 +43,11 @@ def check_latents(autoencoder_ckpt: dict, *latents: ArrayBundle) -> str:
     return expected
 
 
-def build_operator(cfg: OperatorStageConfig, latents_shape: tuple[int, ...]):
-    """LatentOperator sized from the parameters and the latents' [.., tokens, dim] layout."""
+def build_operator(cfg: OperatorStageConfig, latents_shape: tuple[int, ...],
+                   spatial_dims: int = 1):
+    """LatentOperator sized from the parameters and the latents' [.., tokens, dim] layout.
+
+    ``spatial_dims``: the autoencoder's (1: a row of tokens, 2: a square token grid)."""
     tokens, dim = int(latents_shape[-2]), int(latents_shape[-1])
     m = cfg.model
     if m.input_dim is not None and m.input_dim != dim:
@@ -57,7 +60,16 @@ def build_operator(cfg: OperatorStageConfig, latents_shape: tuple[int, ...]):
         "latent_dim": dim, "latent_tokens": tokens, "hidden_dim": m.hidden_dim,
         "group_size": m.group_size, "num_heads": m.num_heads, "time_embed_dim": m.time_embed_dim,
         "architecture": m.architecture, "depths": list(m.depths), "mlp_ratio": m.mlp_ratio,
-        "dropout": m.dropout})
+        "dropout": m.dropout, "kernel_size": m.kernel_size, "spatial_dims": spatial_dims})
+
+
+@torch.no_grad()
+def latent_origin(autoencoder: torch.nn.Module, normaliser: dict) -> torch.Tensor:
+    """``[N, D]``: the latent of the all-zero physical field (the operator's "no signal" state)."""
+    mean, std = normaliser_tensors(normaliser)
+    enc = autoencoder.cfg.encoder
+    zero = ((torch.zeros(1, *enc.grid_shape, enc.in_channels) - mean) / std).float()
+    return autoencoder.encode(zero)[0]
 
 
 def train_operator(
@@ -68,9 +80,11 @@ def train_operator(
     cfg = _config(params)
     encoder_hash = check_latents(autoencoder_checkpoint, latents_train, latents_val)
     torch.manual_seed(cfg.train.seed)
-    model = build_operator(cfg, latents_train.array.shape)
-    autoencoder = freeze(load_module(autoencoder_checkpoint)) if cfg.loss.needs_fields else None
+    ae_module = freeze(load_module(autoencoder_checkpoint))
+    model = build_operator(cfg, latents_train.array.shape, ae_module.cfg.encoder.spatial_dims)
+    autoencoder = ae_module if cfg.loss.needs_fields else None
     normaliser = autoencoder_checkpoint["normaliser"]
+    origin = latent_origin(ae_module, normaliser)
     dt = cfg.time_stride * float(latents_train.meta["dt"])
 
     def pairs(latents: ArrayBundle, fields: ArrayBundle, starts=None) -> LatentPairDataset:
@@ -84,7 +98,7 @@ def train_operator(
                 starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
     tag_upstream(STAGE, encoder_hash=encoder_hash,
                  autoencoder_run=autoencoder_checkpoint["lineage"].get("mlflow_run_id"))
-    result = fit(model, OperatorTask(cfg.loss, dt, autoencoder), train, val, cfg.train,
+    result = fit(model, OperatorTask(cfg.loss, dt, autoencoder, origin), train, val, cfg.train,
                  stage=STAGE, state_dir=project_root() / cfg.state_dir,
                  fingerprint=run_fingerprint(cfg, encoder_hash),
                  on_epoch_end=epoch_logger(STAGE))
