@@ -12,6 +12,13 @@ from ups_kedro.pipelines.lineage import require_same
 from ups_kedro.training.artifacts import freeze, load_module
 
 
+#: The transient surrogate's stages (also the artifact keys of a registered model), and their
+#: checkpoints as mapped into a consuming pipeline (evaluation, promotion):
+#: the dataset ``<stage>.checkpoint`` becomes the input ``<stage>_checkpoint``.
+STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill")
+STAGE_CHECKPOINTS = {f"{stage}_checkpoint": f"{stage}.checkpoint" for stage in STAGES}
+
+
 @dataclass
 class FrozenOperator:
     """A frozen Stage 1 operator with its step size and the encoder its latents came from."""

@@ -47,6 +47,16 @@ def _config(params: dict[str, Any]) -> DataProcessingConfig:
     return parse(DataProcessingConfig, params, STAGE)
 
 
+def _source_file(root: Path, path: str | None, key: str, what: str) -> Path:
+    """``<key>.file.path`` resolved against the project root; a clear error if it is missing."""
+    resolved = Path(path or "")
+    resolved = resolved if resolved.is_absolute() else root / resolved
+    if path is None or not resolved.is_file():
+        raise FileNotFoundError(f"{key}.file.path: no file at {resolved}; point it at {what} "
+                                f"or set {key}.source to 'builtin'")
+    return resolved
+
+
 def acquire_raw_data(params: dict[str, Any]) -> dict:
     """Generate the built-in data set (or locate the user's PDEBench file) and describe it."""
     cfg = _config(params)
@@ -57,13 +67,7 @@ def acquire_raw_data(params: dict[str, Any]) -> dict:
                  "generator_hash": generator_hash(cfg.builtin)}
         log_metrics(STAGE, {"generation_time_sec": seconds})
         return describe_source(path, "auto", None, None, extra)
-    path = Path(cfg.file.path)
-    path = path if path.is_absolute() else root / path
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"data_processing.file.path: no file at {path}; point it at a PDEBench HDF5 file "
-            "or set data_processing.source to 'builtin'"
-        )
+    path = _source_file(root, cfg.file.path, "data_processing", "a PDEBench HDF5 file")
     return describe_source(path, cfg.file.layout, cfg.file.fields, cfg.file.max_samples,
                            {"source": "file"})
 
@@ -126,13 +130,8 @@ def acquire_steady_data(params: dict[str, Any]) -> dict:
         return describe_darcy_source(path, None, None, {
             "source": "builtin", "system": "darcy",
             "generator_hash": darcy_generator_hash(steady.builtin)})
-    path = Path(steady.file.path)
-    path = path if path.is_absolute() else root / path
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"data_processing.steady.file.path: no file at {path}; point it at a PDEBench Darcy "
-            "file (2D_DarcyFlow_beta*_Train.hdf5) or set data_processing.steady.source to "
-            "'builtin'")
+    path = _source_file(root, steady.file.path, "data_processing.steady",
+                        "a PDEBench Darcy file (2D_DarcyFlow_beta*_Train.hdf5)")
     return describe_darcy_source(path, steady.file.max_samples, steady.file.beta,
                                  {"source": "file", "system": "darcy"})
 

@@ -7,14 +7,12 @@ kedro-viz draws the edges; Stage 2/3 checkpoints are optional (absent → varian
 from kedro.pipeline import Node, Pipeline
 
 from ups_kedro.pipelines.evaluation import nodes
+from ups_kedro.pipelines.upstream import STAGE_CHECKPOINTS
 
 STAGE = "evaluation"
 PARAMS = f"params:{STAGE}"
 UPSTREAM = {
-    "autoencoder_checkpoint": "autoencoder.checkpoint",
-    "operator_checkpoint": "operator.checkpoint",
-    "diff_residual_checkpoint": "diff_residual.checkpoint",
-    "consistency_distill_checkpoint": "consistency_distill.checkpoint",
+    **STAGE_CHECKPOINTS,
     "fields_val": "data_processing.fields_val",
     "fields_test": "data_processing.fields_test",
     "raw_source": "data_processing.raw_source",

@@ -20,9 +20,10 @@ from ups_kedro.datasets.checkpoint_dataset import CheckpointDataset
 from ups_kedro.evaluation.report import steady_figure, trajectory_figure
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.inference.config import InferenceConfig
-from ups_kedro.pipelines.promotion.pyfunc import STAGES, SurrogateModel
+from ups_kedro.pipelines.promotion.pyfunc import SurrogateModel
 from ups_kedro.pipelines.promotion.registry import load_registered
 from ups_kedro.pipelines.steady_prior.nodes import predict_steady
+from ups_kedro.pipelines.upstream import STAGES
 
 logger = logging.getLogger(__name__)
 STAGE = "inference"

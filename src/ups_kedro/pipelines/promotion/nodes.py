@@ -22,10 +22,9 @@ from ups_kedro.evaluation import metrics
 from ups_kedro.evaluation.gates import GateParams, decide, pick_candidate
 from ups_kedro.evaluation.suite import evaluate_surrogate
 from ups_kedro.pipelines.promotion.config import PromotionConfig
-from ups_kedro.pipelines.promotion.pyfunc import STAGES
 from ups_kedro.pipelines.promotion.registry import load_registered, register
 from ups_kedro.pipelines.tracking import active_run_id, log_metrics, set_tags
-from ups_kedro.pipelines.upstream import is_present, load_surrogate
+from ups_kedro.pipelines.upstream import STAGES, is_present, load_surrogate
 
 logger = logging.getLogger(__name__)
 STAGE = "promotion"

@@ -4,16 +4,13 @@ orchestrator done right — validation gate, test gate, registry, leaderboard.""
 from kedro.pipeline import Node, Pipeline
 
 from ups_kedro.pipelines.promotion import nodes
+from ups_kedro.pipelines.upstream import STAGE_CHECKPOINTS
 
 STAGE = "promotion"
 PARAMS = f"params:{STAGE}"
-CHECKPOINTS = ["autoencoder_checkpoint", "operator_checkpoint", "diff_residual_checkpoint",
-               "consistency_distill_checkpoint"]
+CHECKPOINTS = list(STAGE_CHECKPOINTS)
 UPSTREAM = {
-    "autoencoder_checkpoint": "autoencoder.checkpoint",
-    "operator_checkpoint": "operator.checkpoint",
-    "diff_residual_checkpoint": "diff_residual.checkpoint",
-    "consistency_distill_checkpoint": "consistency_distill.checkpoint",
+    **STAGE_CHECKPOINTS,
     "fields_val": "data_processing.fields_val",
     "fields_test": "data_processing.fields_test",
 }

@@ -18,10 +18,8 @@ import torch
 
 from ups_kedro.evaluation.rollout import latent_rollout
 from ups_kedro.evaluation.suite import VariantParams, build_variants
-from ups_kedro.pipelines.upstream import load_surrogate
+from ups_kedro.pipelines.upstream import STAGES, load_surrogate
 
-#: Artifact keys of the checkpoints inside a registered model.
-STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill")
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -16,7 +16,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ups_kedro.pipelines.promotion.pyfunc import STAGES, SurrogateModel
+from ups_kedro.pipelines.promotion.pyfunc import SurrogateModel
+from ups_kedro.pipelines.upstream import STAGES
 from ups_kedro.training.checkpoint import atomic_torch_save
 
 logger = logging.getLogger(__name__)
