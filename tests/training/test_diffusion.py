@@ -154,6 +154,32 @@ def test_f_space_loss_equals_edm_weighted_mse() -> None:
     assert set(parts) == {"mse", "spectral", "relative"}
 
 
+def test_relative_term_weighs_each_sample_by_its_residual_energy() -> None:
+    """``relative`` = mean over samples of λ(σ)·|D − r|² / (|r|² + floor²) (means per sample)."""
+    sched = NoiseSchedule()
+    model = _model(1.0)
+    with torch.no_grad():
+        model.out.weight.normal_()
+    floor = 0.05
+    task = ResidualDiffusionTask(None, sched, residual_scale=1.0, lambda_relative=2.0,
+                                 relative_floor=floor)
+    r = torch.randn(4, N_TOK, DIM) * torch.tensor([1.0, 0.1, 0.01, 1e-4])[:, None, None]
+    cond = torch.randn(4, N_TOK, DIM)
+    sigma = torch.tensor([0.01, 0.1, 1.0, 5.0])
+    torch.manual_seed(5)
+    loss, parts = task.denoising_loss(model, r, cond, sigma)
+    torch.manual_seed(5)
+    eps = torch.randn_like(r)
+    den = model.denoise(r + sigma[:, None, None] * eps, cond, sigma)
+    per = (sched.loss_weight(sigma)[:, None, None] * (den - r) ** 2).flatten(1).mean(1)
+    want_rel = (per / (r.pow(2).flatten(1).mean(1) + floor**2)).mean()
+    assert parts["relative"] == pytest.approx(want_rel.item(), rel=1e-3)
+    assert parts["mse"] == pytest.approx(per.mean().item(), rel=1e-3)
+    assert loss.item() == pytest.approx(per.mean().item() + 2.0 * want_rel.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="relative_floor"):
+        ResidualDiffusionTask(None, sched, relative_floor=0.0)
+
+
 def test_task_rejects_mismatched_schedule_or_scale() -> None:
     model = _model(0.5)
     batch = {"z": torch.randn(2, N_TOK, DIM), "z_next": torch.randn(2, N_TOK, DIM)}

@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -95,7 +98,10 @@ def estimate_residual_scale(z_next: Tensor, z_pred: Tensor) -> float:
 class OperatorPredictionCache:
     """``ẑ`` per dataset index, filled on first sight (see module docstring).
 
-    The store lives on the device of the first batch and grows by doubling.  A checksum of
+    The store lives on the device of the first batch and grows by doubling.  On the CPU it is
+    a memory-mapped temporary file (removed with the cache), so the process's own memory does
+    not grow with the number of training pairs: the kernel pages the predictions in and out
+    like the memory-mapped latents.  A checksum of
     each sample's ``z`` is kept and compared on every hit, so a dataset whose item for an
     index changes between epochs (random crops, random time pairs) raises instead of silently
     serving stale predictions; such data needs ``cache=False``.
@@ -107,13 +113,28 @@ class OperatorPredictionCache:
         self.checksum: Tensor | None = None  # [capacity, 2] float64: Σz, Σz²
         self.hits = 0
         self.misses = 0
+        self._spill: tempfile.TemporaryDirectory | None = None  # CPU store's folder
+
+    def _alloc(self, cap: int, like: Tensor) -> Tensor:
+        """A zeroed ``[cap, N, D]`` float32 store: a memory-mapped temporary file on the CPU."""
+        shape = (cap, *like.shape[1:])
+        if like.device.type != "cpu":
+            return like.new_zeros(shape, dtype=torch.float32)
+        if self._spill is None:
+            self._spill = tempfile.TemporaryDirectory(prefix="ups-operator-cache-")
+        path = Path(self._spill.name) / f"store-{cap}.f32"
+        store = torch.from_numpy(np.memmap(path, dtype=np.float32, mode="w+", shape=shape))
+        for old in Path(self._spill.name).glob("store-*.f32"):
+            if old != path:
+                old.unlink()  # the previous (smaller) store: still mapped until replaced
+        return store
 
     def _grow(self, need: int, like: Tensor) -> None:
         old = 0 if self.store is None else self.store.shape[0]
         if need <= old:
             return
         cap = max(need, 2 * old, 16)
-        store = like.new_zeros((cap, *like.shape[1:]), dtype=torch.float32)
+        store = self._alloc(cap, like)
         filled = torch.zeros(cap, dtype=torch.bool, device=like.device)
         checksum = torch.zeros(cap, 2, dtype=torch.float64, device=like.device)
         if self.store is not None:
@@ -246,9 +267,16 @@ class ResidualDiffusionTask:
     Per batch: ``r = (z_next − ẑ)/residual_scale``, ``τ`` per ``tau_sampling`` (global RNG,
     which :func:`fit` seeds), ``σ = schedule.sigma(τ)``, ``r_σ = r + σ·ε`` and
 
-        loss = λ(σ)·‖D(r_σ, ẑ, σ) − r‖²  +  λ_spectral·spectral(D, r)  +  λ_relative·relL2(D, r)
+        loss = λ(σ)·‖D(r_σ, ẑ, σ) − r‖²  +  λ_spectral·spectral(D, r)
+               +  λ_relative·mean_b[ λ(σ_b)·‖D_b − r_b‖² / (‖r_b‖² + relative_floor²) ]
 
-    with EDM's ``λ(σ) = 1/c_out(σ)²``.  The first term is evaluated as ``‖F − F*‖²`` with the
+    with EDM's ``λ(σ) = 1/c_out(σ)²`` (squared norms as means over tokens and channels).  The
+    relative term is the same denoising error, per sample divided by that sample's residual
+    energy: residuals span orders of magnitude (decayed, low-amplitude states have tiny ones,
+    and the per-frame nRMSE the rollouts are scored by weighs them like energetic ones), and
+    under the plain term the model ignores them and adds noise of the global residual scale
+    there.  ``relative_floor`` (normalised-residual units) bounds the weight of ~zero residuals.
+    With ``λ_relative ≫ 1`` the plain term is negligible (typical weights are 10²–10⁴).  The first term is evaluated as ``‖F − F*‖²`` with the
     target ``F* = (r − c_skip·r_σ)/c_out`` written in closed form
     (``(σ²/(σ²+σ_d²)·r − c_skip·σ·ε)/c_out``): identical in exact arithmetic, but at σ ≈ 1e-4
     the direct ``D − r`` cancels ~4 of float32's 7 digits before being multiplied by 1e8.
@@ -271,6 +299,7 @@ class ResidualDiffusionTask:
         schedule: must equal the model's (``model.schedule``); checked on first use.
         tau_sampling: how τ is drawn.
         lambda_spectral, lambda_relative: weights of the extra terms (≥ 0).
+        relative_floor: the relative term's floor (> 0, normalised-residual units).
         residual_scale: must equal the model config's ``residual_scale``.
         cache: per-index cache of ``ẑ`` when batches carry ``"index"``.
         val_num_sigmas: fixed validation noise levels (≥ 2; the Karras grid σ_min … σ_max).
@@ -292,8 +321,12 @@ class ResidualDiffusionTask:
         val_num_sigmas: int = 8,
         val_sample_steps: int = 16,
         val_solver: Solver = "heun",
+        relative_floor: float = 0.01,
     ) -> None:
         self.tau_sampling = tau_sampling or TauSampling()
+        if not (math.isfinite(relative_floor) and relative_floor > 0):
+            raise ValueError(f"relative_floor must be finite and > 0, got {relative_floor}")
+        self.relative_floor = float(relative_floor)
         self.tau_sampling.validate("diff_residual.tau_sampling")
         if lambda_spectral < 0 or lambda_relative < 0:
             raise ValueError(
@@ -340,9 +373,11 @@ class ResidualDiffusionTask:
         c_skip = self.schedule.c_skip(sigma.float(), "edm")
         c_out = self.schedule.c_out(sigma.float(), "edm")
         f_target = (_col(s2 / (s2 + sd2)) * r - _col(c_skip * sigma.float()) * eps) / _col(c_out)
-        mse_term = (raw.float() - f_target).pow(2).mean()
+        per_sample = (raw.float() - f_target).pow(2).flatten(1).mean(1)  # [B] λ(σ)·|D − r|²
+        mse_term = per_sample.mean()
         spectral = spectral_energy_loss(denoised, r, dim=1)
-        relative = relative_l2(denoised, r)
+        energy = r.float().pow(2).flatten(1).mean(1)  # [B]
+        relative = (per_sample / (energy + self.relative_floor**2)).mean()
         loss = mse_term
         if self.lambda_spectral > 0:
             loss = loss + self.lambda_spectral * spectral
