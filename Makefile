@@ -28,5 +28,7 @@ mlflow-ui: setup
 clean-smoke:
 	rm -rf data/smoke
 
+# every benchmark section -> data/08_reporting/benchmark.{json,md} (docs/benchmark.md);
+# ARGS=--quick: tiny sizes, checks the suite runs
 benchmark: setup
 	$(VENV)/bin/python scripts/benchmark.py $(ARGS)

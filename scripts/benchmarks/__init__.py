@@ -1,0 +1,1 @@
+"""The benchmark suite behind ``make benchmark`` (entry point: ``scripts/benchmark.py``)."""
