@@ -28,6 +28,7 @@ class ResidualModelParams:
 class ResidualLossParams:
     lambda_spectral: float = 0.0
     lambda_relative: float = 0.0
+    relative_floor: float = 0.01  # the relative term's floor, in residual-RMS units
 
 
 @dataclass(frozen=True)
