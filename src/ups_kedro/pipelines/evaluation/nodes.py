@@ -15,12 +15,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ups_kedro.config import parse
+from ups_kedro.data.steady import is_skipped, skip_reason
 from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation import report
 from ups_kedro.evaluation.rollout_file import RolloutSet
 from ups_kedro.evaluation.solver_reference import solver_spec
 from ups_kedro.evaluation.suite import evaluate_surrogate
-from ups_kedro.data.steady import is_skipped, skip_reason
 from ups_kedro.pipelines.evaluation.config import EvaluationConfig
 from ups_kedro.pipelines.steady_prior.nodes import score_steady
 from ups_kedro.pipelines.tracking import log_metrics
