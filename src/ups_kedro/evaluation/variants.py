@@ -112,9 +112,10 @@ def gated_variant(name: str, operator: nn.Module, dt: float, corrector: nn.Modul
         frac = state["corrected"] / max(state["total"], 1)
         return {"corrected_fraction": frac, "nfe_per_step": 1.0 + frac * sampler_nfe}
 
+    meta = {"sampler_steps": n_steps, "residual_threshold": residual_threshold,
+            "correct_every": correct_every}
     return Variant(name, step, nfe=1 + sampler_nfe, reset=reset, stats=stats,
-                   clear_stats=clear_stats, meta={"sampler_steps": n_steps, "residual_threshold": residual_threshold,
-                         "correct_every": correct_every})
+                   clear_stats=clear_stats, meta=meta)
 
 
 KEYS = ("nrmse", "nrmse_h1", "nrmse_h5", "nrmse_h10", "nrmse_last", "rmse", "crmse",

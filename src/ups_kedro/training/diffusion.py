@@ -276,10 +276,11 @@ class ResidualDiffusionTask:
     and the per-frame nRMSE the rollouts are scored by weighs them like energetic ones), and
     under the plain term the model ignores them and adds noise of the global residual scale
     there.  ``relative_floor`` (normalised-residual units) bounds the weight of ~zero residuals.
-    With ``λ_relative ≫ 1`` the plain term is negligible (typical weights are 10²–10⁴).  The first term is evaluated as ``‖F − F*‖²`` with the
-    target ``F* = (r − c_skip·r_σ)/c_out`` written in closed form
-    (``(σ²/(σ²+σ_d²)·r − c_skip·σ·ε)/c_out``): identical in exact arithmetic, but at σ ≈ 1e-4
-    the direct ``D − r`` cancels ~4 of float32's 7 digits before being multiplied by 1e8.
+    With ``λ_relative ≫ 1`` the plain term is negligible (typical weights are 10²–10⁴).  The
+    first term is evaluated as ``‖F − F*‖²`` with the target ``F* = (r − c_skip·r_σ)/c_out``
+    written in closed form (``(σ²/(σ²+σ_d²)·r − c_skip·σ·ε)/c_out``): identical in exact
+    arithmetic, but at σ ≈ 1e-4 the direct ``D − r`` cancels ~4 of float32's 7 digits before
+    being multiplied by 1e8.
 
     Components: ``mse`` (the weighted term), ``spectral``, ``relative`` (always logged; they
     enter the loss only with non-zero λ).  Validation: the same loss at ``val_num_sigmas``

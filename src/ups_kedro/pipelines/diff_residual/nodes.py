@@ -71,8 +71,9 @@ def train_diff_residual(operator_checkpoint: dict, latents_train: ArrayBundle,
         "parameterisation": "edm", "residual_scale": scale})
     task = ResidualDiffusionTask(
         op, model.schedule, cfg.tau_sampling, cfg.loss.lambda_spectral, cfg.loss.lambda_relative,
-        relative_floor=cfg.loss.relative_floor, residual_scale=scale, val_num_sigmas=cfg.val_num_sigmas,
-        val_sample_steps=cfg.sampler.steps, val_solver=cfg.sampler.solver)
+        relative_floor=cfg.loss.relative_floor, residual_scale=scale,
+        val_num_sigmas=cfg.val_num_sigmas, val_sample_steps=cfg.sampler.steps,
+        val_solver=cfg.sampler.solver)
     tag_upstream(STAGE, operator_run=op.run_id, encoder_hash=op.encoder_hash)
     logger.info("diff_residual: residual RMS (training pairs) %.4g", scale)
     result = fit(model, task, train, val, cfg.train, stage=STAGE,
