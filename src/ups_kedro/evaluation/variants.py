@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ class Variant:
     name: str
     step: Callable[[torch.Tensor], torch.Tensor]
     nfe: float = 1
-    meta: dict = field(default_factory=dict)
     #: Called before each batch's rollout (stateful steppers restart their step count).
     reset: Callable[[], None] | None = None
     #: Extra figures measured during the rollout (e.g. the fraction of corrected steps) and how
@@ -49,8 +48,7 @@ def corrected_variant(name: str, operator: nn.Module, dt: float, corrector: nn.M
     """
     generator = torch.Generator().manual_seed(seed)
     return Variant(name, lambda z: _refine(corrector, operator(z, dt), n_steps, generator, solver),
-                   nfe=1 + _sampler_nfe(corrector, n_steps, solver),
-                   meta={"sampler_steps": n_steps})
+                   nfe=1 + _sampler_nfe(corrector, n_steps, solver))
 
 
 def _refine(corrector: nn.Module, z_pred: torch.Tensor, n_steps: int, generator: torch.Generator,
@@ -112,17 +110,18 @@ def gated_variant(name: str, operator: nn.Module, dt: float, corrector: nn.Modul
         frac = state["corrected"] / max(state["total"], 1)
         return {"corrected_fraction": frac, "nfe_per_step": 1.0 + frac * sampler_nfe}
 
-    meta = {"sampler_steps": n_steps, "residual_threshold": residual_threshold,
-            "correct_every": correct_every}
     return Variant(name, step, nfe=1 + sampler_nfe, reset=reset, stats=stats,
-                   clear_stats=clear_stats, meta=meta)
+                   clear_stats=clear_stats)
 
 
 KEYS = ("nrmse", "nrmse_h1", "nrmse_h5", "nrmse_h10", "nrmse_last", "rmse", "crmse",
         "corr_steps_0.8", "corr_steps_0.95")
 
 
-def _summary(pred: np.ndarray, truth: np.ndarray, keys: tuple[str, ...] | None) -> dict[str, float]:
+def _summary(pred: np.ndarray, truth: np.ndarray,
+             keys: tuple[str, ...] | None) -> dict[str, float]:
+    if keys == ():  # only the cost is wanted (the caller scores the predictions itself)
+        return {}
     summary = metrics.summarise(pred, truth)
     return summary if keys is None else {k: summary[k] for k in keys if k in summary}
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation.suite import Surrogate
-from ups_kedro.pipelines.lineage import require_same
+from ups_kedro.pipelines.lineage import require_meta, require_same
 from ups_kedro.training.artifacts import freeze, load_module
 
 
@@ -36,12 +36,11 @@ class FrozenOperator:
 def load_operator(operator_checkpoint: dict, *latents: ArrayBundle) -> FrozenOperator:
     """The frozen operator; refuses latents written by another encoder than it was trained on."""
     lineage = operator_checkpoint["lineage"]
-    for bundle in latents:
-        require_same(f"encoder of latents_{bundle.meta['split']}", lineage["encoder_hash"],
-                     bundle.meta.get("encoder_hash"),
-                     "The operator was trained on another autoencoder's latents: re-run "
-                     "`kedro run --pipeline operator` (or the autoencoder) so they agree.")
-    return FrozenOperator(freeze(load_module(operator_checkpoint)), float(operator_checkpoint["dt"]),
+    require_meta("encoder_hash", lineage["encoder_hash"], latents, "encoder of latents",
+                 "The operator was trained on another autoencoder's latents: re-run "
+                 "`kedro run --pipeline operator` (or the autoencoder) so they agree.")
+    return FrozenOperator(freeze(load_module(operator_checkpoint)),
+                          float(operator_checkpoint["dt"]),
                           int(operator_checkpoint["time_stride"]), lineage["encoder_hash"],
                           lineage.get("mlflow_run_id"))
 

@@ -16,7 +16,7 @@ from ups_kedro.evaluation.rollout import one_step_rollout, scored_frames
 from ups_kedro.evaluation.variants import flatten_scores, operator_variant, score_variants
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
-from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
+from ups_kedro.pipelines.lineage import make_lineage, require_meta, require_same, tag_upstream
 from ups_kedro.pipelines.operator.config import OperatorStageConfig
 from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
 from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
@@ -34,13 +34,10 @@ def _config(params: dict[str, Any]) -> OperatorStageConfig:
 
 def check_latents(autoencoder_ckpt: dict, *latents: ArrayBundle) -> str:
     """Refuse latents that another encoder produced; returns the encoder hash."""
-    expected = autoencoder_ckpt["lineage"]["encoder_hash"]
-    for bundle in latents:
-        require_same(f"encoder of latents_{bundle.meta['split']}", expected,
-                     bundle.meta.get("encoder_hash"),
-                     "These latents were written by another autoencoder: re-run "
-                     "`kedro run --pipeline autoencoder` so checkpoint and latents agree.")
-    return expected
+    return require_meta("encoder_hash", autoencoder_ckpt["lineage"]["encoder_hash"], latents,
+                        "encoder of latents",
+                        "These latents were written by another autoencoder: re-run "
+                        "`kedro run --pipeline autoencoder` so checkpoint and latents agree.")
 
 
 def build_operator(cfg: OperatorStageConfig, latents_shape: tuple[int, ...],

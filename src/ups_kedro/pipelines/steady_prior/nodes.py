@@ -41,7 +41,7 @@ from ups_kedro.evaluation.rollout import reconstruct
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.autoencoder.nodes import build_autoencoder
-from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
+from ups_kedro.pipelines.lineage import make_lineage, require_meta, require_same, tag_upstream
 from ups_kedro.pipelines.steady_prior.config import SteadyPriorStageConfig
 from ups_kedro.pipelines.tracking import epoch_logger, log_metrics, set_tags
 from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint, module_hash
@@ -142,13 +142,10 @@ def _skip(cfg: SteadyPriorStageConfig, data: dict[str, Any], own: dict[str, Any]
 # ------------------------------------------------------------------------------------------------
 def _check_split(normaliser: dict, *bundles: ArrayBundle) -> str:
     """The split-manifest hash every input shares (refuses a mix of two data runs)."""
-    expected = normaliser["split_manifest_hash"]
-    for bundle in bundles:
-        require_same(f"split manifest of {bundle.meta.get('split')} data", expected,
-                     bundle.meta.get("split_manifest_hash"),
-                     "Re-run `kedro run --pipeline data_processing --tags steady` so data and "
-                     "normaliser agree.")
-    return expected
+    return require_meta("split_manifest_hash", normaliser["split_manifest_hash"], bundles,
+                        "split manifest",
+                        "Re-run `kedro run --pipeline data_processing --tags steady` so data and "
+                        "normaliser agree.")
 
 
 def train_steady_autoencoder(solutions_train: ArrayBundle, solutions_val: ArrayBundle,
