@@ -24,6 +24,7 @@ from kedro.io import MemoryDataset
 
 from ups_kedro.paths import project_root, set_project_root
 from ups_kedro.training import distributed
+from ups_kedro.training.seeds import base_seed, base_seed_from, set_base_seed
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class LineageHooks:
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
         set_project_root(context.project_path)
+        # Every stage without its own train.seed derives it from this one (training.seeds).
+        set_base_seed(base_seed_from(context.config_loader["globals"], context.params))
 
     # trylast: kedro-mlflow's own before_pipeline_run must have started the run first.
     @hook_impl(trylast=True)
@@ -69,6 +72,7 @@ class LineageHooks:
             **{f"ups.{k}": v for k, v in git_state().items()},
             "ups.config_env": run_params.get("env") or "local",
             "ups.pipeline": "+".join(pipelines),
+            "ups.seed": str(base_seed()),
         }
         mlflow.set_tags(tags)
         logger.info("MLflow lineage tags: %s", tags)

@@ -29,7 +29,8 @@ SGD = OptimizerConfig(name="sgd", lr=0.05, momentum=0.0)
 
 
 def _cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{"epochs": 3, "batch_size": 8, "optimizer": SGD, "progress": False, **kw})
+    return TrainConfig(**{"epochs": 3, "batch_size": 8, "optimizer": SGD, "progress": False,
+                          "seed": 0, **kw})
 
 
 def test_loss_decreases_and_metrics_are_complete() -> None:
@@ -49,6 +50,7 @@ def test_loss_decreases_and_metrics_are_complete() -> None:
     assert set(seen[0][1]) == {
         "loss", "loss_mse", "loss_mae", "val_loss", "val_mse", "val_mae", "lr", "grad_norm",
         "grad_norm_max", "epochs_since_improve", "epoch_time_sec", "samples_per_sec",
+        "grad_vanishing", "grad_exploding",
     }
     assert result.stopped_reason == "completed" and result.epochs_run == 6
     best = min(result.history, key=lambda h: h["val_loss"])
@@ -157,7 +159,7 @@ def test_finished_state_and_periodic_checkpoints(tmp_path: Path) -> None:
     task = RegressionTask()
     first = fit(make_model(), task, train, val, resume_cfg(), stage="f", state_dir=tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["epoch_0002.pt", "epoch_0004.pt", "last.pt"]
+    assert names == [".lock", "epoch_0002.pt", "epoch_0004.pt", "last.pt"]  # lock: emptied
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["finished"] and last["stopped_reason"] == "completed" and last["epoch"] == 5
     periodic = torch.load(tmp_path / "epoch_0002.pt", weights_only=True)

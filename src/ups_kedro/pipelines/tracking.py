@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import mlflow
 
@@ -34,19 +34,57 @@ def log_metrics(stage: str, metrics: Mapping[str, float], step: int | None = Non
         mlflow.log_metrics(clean, step=step)
 
 
-def epoch_logger(stage: str) -> Callable[[int, Mapping[str, float]], None]:
-    """Callback for the training engine: per-epoch metrics with the epoch as MLflow step.
+class EpochLogger:
+    """Callback for the training engine (:func:`epoch_logger`).
 
-    Also one log line per epoch, so runs without a terminal (CI, ``nohup``) show progress.
+    ``__call__(epoch, metrics)``: per-epoch metrics with the epoch as MLflow step, one log line
+    per epoch (so runs without a terminal, CI or ``nohup``, show progress), and the gradient
+    health flags as tags: ``ups.<stage>.grad_vanishing`` / ``ups.<stage>.grad_exploding``
+    list the flagged epochs (absent: never flagged).  ``set_tags(mapping)``: run-level facts
+    from the engine (``seed``, ``num_threads``, ``resumed_from``, ``initial_val_loss``) as
+    ``ups.<stage>.<key>``.  ``run_id``: the MLflow run, recorded in the stage's lock file.
     """
 
-    def _log(epoch: int, metrics: Mapping[str, float]) -> None:
-        log_metrics(stage, metrics, step=epoch)
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self._flagged: dict[str, list[int]] = {}
+
+    @property
+    def run_id(self) -> str | None:
+        return active_run_id()
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        log_metrics(self.stage, metrics, step=epoch)
+        for flag in ("grad_vanishing", "grad_exploding"):
+            epochs = self._flagged.setdefault(flag, [])
+            if metrics.get(flag, 0.0) > 0 and epoch not in epochs:
+                epochs.append(epoch)
+                self.set_tags({flag: _epoch_list(epochs)})
         shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in
                           ("loss", "val_loss", "lr", "grad_norm", "epoch_time_sec") if k in metrics)
-        logger.info("%s epoch %d: %s", stage, epoch, shown)
+        logger.info("%s epoch %d: %s", self.stage, epoch, shown)
 
-    return _log
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        set_tags({f"ups.{self.stage}.{k}": str(v) for k, v in tags.items()})
+
+
+def _epoch_list(epochs: list[int]) -> str:
+    """``[1, 2, 3, 7]`` → ``"1-3,7"`` (MLflow tag values are short strings)."""
+    parts: list[str] = []
+    start = prev = epochs[0]
+    for e in [*epochs[1:], None]:
+        if e is not None and e == prev + 1:
+            prev = e
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if e is not None:
+            start = prev = e
+    return ",".join(parts)
+
+
+def epoch_logger(stage: str) -> EpochLogger:
+    """The training engine's callback for ``stage`` (see :class:`EpochLogger`)."""
+    return EpochLogger(stage)
 
 
 def set_tags(tags: Mapping[str, str]) -> None:

@@ -137,6 +137,8 @@ class TrainState:
     # Data-parallel runs: RNG states of ranks 1..N-1 (``rng`` is rank 0's), so a resumed
     # N-process run continues every rank's stream.  ``None`` for single-process runs.
     rank_rngs: list[dict[str, Any]] | None = None
+    # The untrained network's validation loss (divergence guard); ``None``: not measured.
+    initial_val: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict would deep-copy every weight tensor.

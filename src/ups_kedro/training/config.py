@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ups_kedro.config import ConfigError
+from ups_kedro.training.seeds import resolve_seed
 
 OptimizerName = Literal["adam", "adamw", "sgd"]
 SchedulerName = Literal["none", "steplr", "cosineannealinglr", "reducelronplateau"]
@@ -154,6 +155,70 @@ class DistributedConfig:
 
 
 @dataclass(frozen=True)
+class GradHealthConfig:
+    """When an epoch's gradients are flagged (``<stage>.train.grad_health``).
+
+    Judged on the epoch's mean pre-clip global gradient norm (the ``grad_norm`` metric):
+
+    * *vanishing*: below ``vanishing_norm`` while the training loss is still above
+      ``vanishing_loss_ratio`` × the first epoch's, i.e. the stage has not learned yet.  A
+      healthy run whose gradients shrink because its loss did is not flagged.
+    * *exploding*: above ``exploding_factor`` × ``grad_clip`` (needs ``grad_clip``): clipping
+      then rescales every step and the optimizer follows the direction only.
+
+    ``null`` switches a check off.  A flag is a warning, an MLflow tag and a metric; it never
+    stops training.
+    """
+
+    vanishing_norm: float | None = 0.01
+    vanishing_loss_ratio: float = 0.5
+    exploding_factor: float | None = 10.0
+
+    def validate(self, where: str = "grad_health") -> None:
+        _require(
+            self.vanishing_norm is None or self.vanishing_norm > 0,
+            f"{where}.vanishing_norm must be > 0 or null, got {self.vanishing_norm}",
+        )
+        _require(
+            0.0 < self.vanishing_loss_ratio <= 1.0,
+            f"{where}.vanishing_loss_ratio must be in (0, 1], got {self.vanishing_loss_ratio}",
+        )
+        _require(
+            self.exploding_factor is None or self.exploding_factor >= 1.0,
+            f"{where}.exploding_factor must be ≥ 1 or null, got {self.exploding_factor}",
+        )
+
+
+@dataclass(frozen=True)
+class DivergenceConfig:
+    """When a run counts as diverged and fails instead of publishing (``<stage>.train.divergence``).
+
+    The selection loss (validation, or training without validation data) is compared with the
+    untrained network's validation loss (measured once before the first epoch) and with the
+    best epoch so far:
+
+    * an epoch above ``max_ratio_to_best`` × min(best so far, untrained) fails at once;
+    * a run whose best epoch is above ``max_ratio_to_initial`` × untrained fails at the end
+      (training never beat the network it started from).
+
+    ``null`` switches a check off.  Non-finite losses always fail (``NonFiniteLossError``).
+    """
+
+    max_ratio_to_best: float | None = 10.0
+    max_ratio_to_initial: float | None = 1.0
+
+    def validate(self, where: str = "divergence") -> None:
+        _require(
+            self.max_ratio_to_best is None or self.max_ratio_to_best > 1.0,
+            f"{where}.max_ratio_to_best must be > 1 or null, got {self.max_ratio_to_best}",
+        )
+        _require(
+            self.max_ratio_to_initial is None or self.max_ratio_to_initial > 0,
+            f"{where}.max_ratio_to_initial must be > 0 or null, got {self.max_ratio_to_initial}",
+        )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How one stage trains.
 
@@ -168,6 +233,13 @@ class TrainConfig:
     ``torch.compile``.  ``distributed`` runs
     the stage data-parallel (see :class:`DistributedConfig`); ``batch_size`` and
     ``eval_batch_size`` are then global sizes, split across the processes.
+
+    ``seed`` ``null`` (the default) derives the stage's seed from the top-level ``seed`` in
+    ``globals.yml`` (:mod:`ups_kedro.training.seeds`); :meth:`validate` fills it in, so a parsed
+    config always holds the integer actually used.  ``num_threads`` sets torch's intra-op
+    threads for the stage (``null``: ``OMP_NUM_THREADS`` if set, else the idle cores, at most
+    4; see :mod:`ups_kedro.training.threads`).  ``grad_health`` and ``divergence``: see
+    :class:`GradHealthConfig`, :class:`DivergenceConfig`.
     """
 
     epochs: int
@@ -183,14 +255,21 @@ class TrainConfig:
     patience: int | None = None
     target_loss: float | None = None
     checkpoint_interval: int = 0
-    seed: int = 0
+    seed: int | None = None
     device: str = "cpu"
     progress: bool = True
     eval_batch_size: int | None = None
     num_workers: int = 0
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    num_threads: int | None = None
+    grad_health: GradHealthConfig = field(default_factory=GradHealthConfig)
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
 
     def validate(self, where: str = "train") -> None:
+        if self.seed is None:
+            # Frozen, but the one place that knows the stage (``where``): fill in the derived
+            # seed once, so nodes, fingerprints and checkpoints all see the seed in use.
+            object.__setattr__(self, "seed", resolve_seed(None, where))
         # epochs 0 is legal: a stage can be switched off (stage 4 in the original).
         _require(self.epochs >= 0, f"{where}.epochs must be ≥ 0, got {self.epochs}")
         _require(self.batch_size >= 1, f"{where}.batch_size must be ≥ 1, got {self.batch_size}")
@@ -227,6 +306,12 @@ class TrainConfig:
         self.optimizer.validate(f"{where}.optimizer")
         self.scheduler.validate(f"{where}.scheduler")
         self.distributed.validate(f"{where}.distributed")
+        self.grad_health.validate(f"{where}.grad_health")
+        self.divergence.validate(f"{where}.divergence")
+        _require(
+            self.num_threads is None or self.num_threads >= 1,
+            f"{where}.num_threads must be ≥ 1 or null (automatic), got {self.num_threads}",
+        )
         dist = self.distributed
         if dist.backend == "nccl":
             _require(

@@ -22,7 +22,15 @@ Per-epoch metrics (keys of the dict given to ``on_epoch_end``):
   the epoch's optimizer steps;
 * ``epochs_since_improve``: epochs since the selection loss last improved (0: this epoch);
 * ``epoch_time_sec``: wall time of the epoch (training + validation);
-* ``samples_per_sec``: training samples per second of training time.
+* ``samples_per_sec``: training samples per second of training time;
+* ``grad_vanishing`` / ``grad_exploding``: 1.0 when the epoch's gradients were flagged
+  (:mod:`ups_kedro.training.health`), else 0.0.
+
+Around the training, :func:`fit` holds the stage's state lock (:mod:`~.lock`), sets the torch
+thread count (:mod:`~.threads`) and fails a diverged run (:class:`~.health.DivergenceError`)
+so that it never publishes.  A callback may also offer ``set_tags(mapping)`` (run-level facts:
+``seed``, ``num_threads``, ``resumed_from``, ``initial_val_loss``) and a ``run_id`` attribute
+(recorded in the lock file).
 
 Data-parallel training (``cfg.distributed.nproc_per_node`` > 1, or a ``torchrun`` launch) is
 in :mod:`ups_kedro.training.distributed`; here it shows at :func:`_make_loader` (each rank's
@@ -56,7 +64,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ups_kedro.training import distributed
+from ups_kedro.training import distributed, health
 from ups_kedro.training.checkpoint import (
     TrainState,
     atomic_torch_save,
@@ -68,8 +76,10 @@ from ups_kedro.training.checkpoint import (
     save_train_state,
 )
 from ups_kedro.config import to_dict
-from ups_kedro.training.config import TrainConfig
+from ups_kedro.training.config import DivergenceConfig, TrainConfig
 from ups_kedro.training.ema import create_ema, ema_state, load_ema_state
+from ups_kedro.training.lock import StageLock
+from ups_kedro.training.threads import torch_threads
 from ups_kedro.training.optim import EpochScheduler, build_optimizer, build_scheduler, current_lr
 
 logger = logging.getLogger(__name__)
@@ -314,6 +324,7 @@ class _Progress:
     best_ema: dict[str, Tensor] | None = None
     epochs_since_improve: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    initial_val: float | None = None  # the untrained network's validation loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,6 +556,47 @@ def fit(
     *,
     stage: str,
     state_dir: Path | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    **kwargs: Any,
+) -> FitResult:
+    """Train ``model`` on ``task`` and return the best weights (arguments: :func:`_fit`).
+
+    Around :func:`_fit`: the stage's state lock (one run per ``state_dir``; raises
+    :class:`~ups_kedro.training.lock.StageLockedError` naming the holder), the torch thread
+    count and the run-level tags.  Spawned data-parallel workers skip both: their parent
+    holds the lock and sets their threads.
+    """
+    cfg.validate(f"{stage}.train")  # fills in a derived seed before anything reads it
+    ctx = distributed.context()
+    if ctx is not None and ctx.launcher == "spawn":
+        return _fit(model, task, train_data, val_data, cfg, stage=stage, state_dir=state_dir,
+                    on_epoch_end=on_epoch_end, **kwargs)
+    with contextlib.ExitStack() as stack:
+        if state_dir is not None and cfg.epochs > 0 and (distributed.launched_rank() or 0) == 0:
+            run_id = getattr(on_epoch_end, "run_id", None)
+            stack.enter_context(StageLock(Path(state_dir), stage, run_id))
+        threads = stack.enter_context(torch_threads(cfg.num_threads, stage))
+        _set_tags(on_epoch_end, {"seed": cfg.seed, "num_threads": threads})
+        return _fit(model, task, train_data, val_data, cfg, stage=stage, state_dir=state_dir,
+                    on_epoch_end=on_epoch_end, **kwargs)
+
+
+def _set_tags(callback: Any, tags: Mapping[str, Any]) -> None:
+    """Hand run-level facts to a callback that takes them (``set_tags``), on the main process."""
+    set_tags = getattr(callback, "set_tags", None)
+    if callable(set_tags) and _is_main_process():
+        set_tags({k: str(v) for k, v in tags.items() if v is not None})
+
+
+def _fit(
+    model: nn.Module,
+    task: StageTask,
+    train_data: Dataset,
+    val_data: Dataset | None,
+    cfg: TrainConfig,
+    *,
+    stage: str,
+    state_dir: Path | None = None,
     fingerprint: str = "",
     on_epoch_end: EpochCallback | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -569,6 +621,9 @@ def fit(
             written, and first for each epoch replayed from a resumed state.
         collate_fn: passed to the DataLoaders.
 
+    A diverged run (:class:`~ups_kedro.training.config.DivergenceConfig`) raises before it
+    returns, so the caller never publishes it.
+
     Data-parallel (``cfg.distributed.nproc_per_node`` > 1): the workers are started here and
     ``on_epoch_end`` is still called in this process, with rank 0's metrics.  Under
     ``torchrun`` this joins the launcher's process group; only rank 0 writes state and calls
@@ -576,6 +631,8 @@ def fit(
 
     Raises:
         NonFiniteLossError: a loss or gradient norm became NaN/inf.
+        DivergenceError: the selection loss went far above its best or never beat the
+            untrained network.
         DistributedWorkerError: a spawned worker failed (its traceback is in the message).
     """
     cfg.validate(f"{stage}.train")
@@ -672,7 +729,14 @@ def fit(
             restore_rng_state(resumed.rank_rngs[rank - 1], loader_generator)
         else:
             restore_rng_state(resumed.rng, loader_generator)
+    elif val_loader is not None and cfg.divergence != DivergenceConfig(None, None):
+        # The untrained network's validation loss: the baseline a run must beat to publish.
+        progress.initial_val = _reduce_sums(_validate(
+            eval_model=eval_model, task=task, loader=val_loader, cfg=cfg, stage=stage,
+            epoch=0, step=0, device=device)).mean()
     resumed_from = progress.epoch
+    _set_tags(on_epoch_end,
+              {"resumed_from": resumed_from, "initial_val_loss": progress.initial_val})
 
     stopped: StopReason = "completed"
     for epoch in range(progress.epoch + 1, cfg.epochs + 1):
@@ -708,6 +772,9 @@ def fit(
                 )
             )
         selection = val_sums.mean() if val_sums is not None else train_sums.mean()
+        health.check_divergence(stage, epoch, selection, progress.best_val, progress.best_epoch,
+                                progress.initial_val, cfg,
+                                what="training loss" if val_sums is None else "validation loss")
 
         if selection < progress.best_val:
             progress.best_val = selection
@@ -730,6 +797,7 @@ def fit(
             epoch_time=time.perf_counter() - started,
             train_time=train_time,
         )
+        metrics.update(health.grad_health(stage, epoch, metrics, progress.history, cfg))
         progress.history.append({"epoch": epoch, **metrics})
         progress.epoch = epoch
 
@@ -770,6 +838,7 @@ def fit(
         if finished:
             break
 
+    health.check_final(stage, progress.best_val, progress.best_epoch, progress.initial_val, cfg)
     # Leave the caller's model holding the selected weights, like the returned state.
     model.load_state_dict(progress.best_model)
     return FitResult(
@@ -793,7 +862,9 @@ def _fingerprint_config(cfg: TrainConfig) -> dict[str, Any]:
     as before the ``distributed`` block existed.
     """
     plain = to_dict(dataclasses.replace(cfg, progress=True))
-    plain.pop("distributed", None)
+    # Nor do the thread count and the health checks (they only warn or fail a run).
+    for key in ("distributed", "num_threads", "grad_health", "divergence"):
+        plain.pop(key, None)
     return plain
 
 
@@ -813,6 +884,7 @@ def _fit_spawned(
         model, task, train_data, val_data, cfg, on_epoch_end=on_epoch_end, **kwargs
     )
     result = FitResult(**out)
+    _set_tags(on_epoch_end, {"resumed_from": result.resumed_from})
     # As in-process: the caller's model holds the selected weights afterwards.
     model.load_state_dict(result.model_state)
     model.to(torch.device(cfg.device))
@@ -841,6 +913,7 @@ def _apply_state(
     progress.best_ema = state.best_ema
     progress.epochs_since_improve = state.epochs_since_improve
     progress.history = [dict(h) for h in state.history]
+    progress.initial_val = state.initial_val
 
 
 def _write_state(
@@ -894,5 +967,6 @@ def _write_state(
         finished=finished,
         stopped_reason=stopped if finished else None,
         rank_rngs=rank_rngs,
+        initial_val=progress.initial_val,
     )
     save_train_state(state, state_dir / LAST_STATE)
