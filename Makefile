@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test viz mlflow-ui clean-smoke benchmark
+.PHONY: setup run test viz mlflow-ui clean-smoke benchmark seeds
 
 setup:
 	scripts/setup.sh
@@ -32,3 +32,9 @@ clean-smoke:
 # ARGS=--quick: tiny sizes, checks the suite runs
 benchmark: setup
 	$(VENV)/bin/python scripts/benchmark.py $(ARGS)
+
+# autoencoder -> operator -> Stage 2 -> Stage 3 -> evaluation for seeds 0,1,2 on the same data:
+# mean ± sd and CV of each variant's rollout nRMSE -> data/08_reporting/seeds.{json,md}
+# (scripts/seeds.py); ARGS="--env smoke" for a quick run, ARGS="--seeds 0,1,2,3,4" for more
+seeds: setup
+	$(VENV)/bin/python scripts/seeds.py $(ARGS)
