@@ -55,7 +55,8 @@ def _flags(result, key: str) -> list[int]:
 def test_exploding_gradients_are_flagged_every_epoch(caplog: pytest.LogCaptureFixture) -> None:
     seen: list[dict] = []
     with caplog.at_level(logging.WARNING, logger="ups_kedro.training.health"):
-        result = fit(make_model(), ScaledTask(500.0), RegressionData(64), RegressionData(16, seed=5),
+        result = fit(make_model(), ScaledTask(500.0), RegressionData(64),
+                     RegressionData(16, seed=5),
                      _cfg(optimizer=OptimizerConfig(lr=1e-3)), stage="stage2",
                      on_epoch_end=lambda e, m: seen.append(m))
     assert min(h["grad_norm"] for h in result.history) > 10.0  # > 10 x clip 1
@@ -165,8 +166,10 @@ def test_a_run_that_never_beats_the_untrained_network_fails_at_the_end() -> None
     cfg = _cfg(epochs=3, divergence=DivergenceConfig(max_ratio_to_best=None), grad_clip=None,
                optimizer=OptimizerConfig(lr=5e-2))
     assert cfg.divergence.max_ratio_to_initial == 2.0  # the default
-    with pytest.raises(DivergenceError, match="not below .*max_ratio_to_initial = 2 x the untrained"):
-        fit(make_model(), WorseTask(), RegressionData(64), RegressionData(16, seed=5), cfg, stage="w")
+    with pytest.raises(DivergenceError,
+                       match="not below .*max_ratio_to_initial = 2 x the untrained"):
+        fit(make_model(), WorseTask(), RegressionData(64), RegressionData(16, seed=5), cfg,
+            stage="w")
     off = replace(cfg, divergence=DivergenceConfig(None, None))
     fit(make_model(), WorseTask(), RegressionData(64), RegressionData(16, seed=5), off, stage="w")
 
