@@ -30,12 +30,10 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _drop_train_seed(root: Path, stage: str) -> None:
-    """What the merge does to the parameters: no explicit train.seed (derived instead)."""
+    """No explicit train.seed (so it is derived), whether or not the file still pins one."""
     path = root / "conf/base" / f"parameters_{stage}.yml"
     text = path.read_text()
-    new = re.sub(r"(\n  train:\n(?:    .*\n)*?)    seed: 0\n", r"\1", text, count=1)
-    assert new != text, f"no train seed in {path}"
-    path.write_text(new)
+    path.write_text(re.sub(r"(\n  train:\n(?:    .*\n)*?)    seed: \d+\n", r"\1", text, count=1))
 
 
 @pytest.fixture(scope="module")

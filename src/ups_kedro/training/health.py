@@ -32,11 +32,12 @@ class DivergenceError(RuntimeError):
     def __init__(self, stage: str, epoch: int, reason: str, cfg: TrainConfig) -> None:
         self.stage, self.epoch = stage, epoch
         lr = cfg.optimizer.lr
+        clip = f" or set {stage}.train.grad_clip" if cfg.grad_clip is None else ""
         super().__init__(
             f"stage {stage!r} diverged at epoch {epoch}: {reason}. The published checkpoint "
-            f"was not replaced. Lower {stage}.train.optimizer.lr (now {lr:g}) or set "
-            f"{stage}.train.grad_clip, then re-run; to accept such a run anyway, set "
-            f"{stage}.train.divergence.max_ratio_to_best / max_ratio_to_initial to null"
+            f"was not replaced. Lower {stage}.train.optimizer.lr (now {lr:g}){clip}, then "
+            f"re-run; to accept such a run anyway, set {stage}.train.divergence."
+            "max_ratio_to_best / max_ratio_to_initial to null"
         )
 
 
