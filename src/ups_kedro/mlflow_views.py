@@ -51,6 +51,8 @@ STAGE_ORDER = ("data_processing", "autoencoder", "operator", "diff_residual",
 BASELINES = ("persistence", "solver")
 STAGE_EXPERIMENT_SUFFIX = "_stages"
 NOISY_TAGS = ("runner", "run_id")
+#: Stage runs get copies of their stage's artifacts up to this size (larger: a runs:/ link).
+MAX_COPIED_ARTIFACT_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -211,7 +213,8 @@ def stage_experiment_id(client: MlflowClient, parent_experiment_id: str) -> str:
         if found.lifecycle_stage == "deleted":
             client.restore_experiment(found.experiment_id)
         return found.experiment_id
-    location = parent.artifact_location.rstrip("/") + STAGE_EXPERIMENT_SUFFIX
+    # Inside the experiment's artifact root (git-ignored with it; run ids are hex, no clash).
+    location = parent.artifact_location.rstrip("/") + "/_stages"
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -242,8 +245,12 @@ def log_stage_runs(client: MlflowClient, run_id: str, pipeline: str, env: str,
                              params=params[i:i + 100])
         _log_stage_inputs(client, cid, record.inputs.get(stage, []))
         for local, directory in record.artifacts.get(stage, []):
-            if Path(local).is_file():
+            path = Path(local)
+            if path.is_file() and path.stat().st_size <= MAX_COPIED_ARTIFACT_BYTES:
                 client.log_artifact(cid, local, directory)
+            elif path.is_file():  # too large to store twice: point at the pipeline run's copy
+                client.set_tag(cid, f"ups.artifact.{path.name}",
+                               f"runs:/{run_id}/{directory}/{path.name}")
         score = headline({k: v for k, v in data.metrics.items() if stage_of(k.replace("/", "."))
                           == stage})
         client.set_tag(cid, "mlflow.note.content",
