@@ -27,6 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import viz_screenshot as viz  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Before the page's scripts: MLflow 3 opens in its GenAI mode with an assistant panel; this is
+# the UI's own "Model training" switch (top left) and a closed assistant, as a user leaves them.
+_UI_SETUP = """
+localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('machine_learning'));
+localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');
+localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');
+"""
+# After load: dismiss one-time pop-ups; say which sidebar entries the page offers.
+_UI_AFTER = """(async () => {
+  for (const b of [...document.querySelectorAll('button')])
+    if (/^(Got it|Dismiss)$/.test((b.innerText || '').trim())) b.click();
+  await new Promise(r => setTimeout(r, 1000));
+  return [...document.querySelectorAll('a')].map(a => (a.innerText || '').trim())
+    .filter(t => t && t.length < 30);
+})()"""
 
 
 def start_mlflow(port: int, db: Path, log: Path) -> subprocess.Popen:
@@ -90,17 +105,21 @@ def main() -> int:
             eids = json.dumps([stage_runs[0]["experiment_id"]])
             url = (f"{base}/compare-runs?runs={urllib.parse.quote(ids)}"
                    f"&experiments={urllib.parse.quote(eids)}")
-            shots.append(viz.browser_screenshot(url, args.out_dir / "mlflow_stage_compare.png"))
+            shots.append(viz.browser_screenshot(url, args.out_dir / "mlflow_stage_compare.png",
+                                                setup=_UI_SETUP, after_load=_UI_AFTER,
+                                                size=(1600, 1900)))
         runs = search(port, "ups_kedro", n=1)
         if runs:
-            shots.append(viz.browser_screenshot(f"{base}/experiments/{runs[0]['experiment_id']}",
-                                                args.out_dir / "mlflow_runs.png"))
+            shots.append(viz.browser_screenshot(
+                f"{base}/experiments/{runs[0]['experiment_id']}/runs",
+                args.out_dir / "mlflow_runs.png", setup=_UI_SETUP, after_load=_UI_AFTER))
         shots.append(viz.browser_screenshot(f"{base}/models/ups_kedro_surrogate",
-                                            args.out_dir / "mlflow_registry.png"))
+                                            args.out_dir / "mlflow_registry.png",
+                                            setup=_UI_SETUP, after_load=_UI_AFTER))
     finally:
         viz.stop(proc)
     for shot in shots:
-        print(f"screenshot: {shot['path']}")
+        print(f"screenshot: {shot['path']} (sidebar: {shot['after_load']})")
     print(f"mlflow server log: {log}")
     return 0
 

@@ -172,12 +172,13 @@ class _Tab:
                 return msg["result"]
 
     async def js(self, expression: str):
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                                 awaitPromise=True)
         return result["result"].get("value")
 
 
 async def _capture(debug_port: int, url: str, out: Path, settle_s: float, setup: str,
-                   after_load: str, state: str) -> dict:
+                   after_load: str, state: str, size: tuple[int, int]) -> dict:
     import websockets
 
     tabs = _get(debug_port, "/json")
@@ -185,7 +186,7 @@ async def _capture(debug_port: int, url: str, out: Path, settle_s: float, setup:
     async with websockets.connect(ws_url, max_size=64 * 2**20) as ws:
         tab = _Tab(ws)
         await tab.call("Page.enable")
-        await tab.call("Emulation.setDeviceMetricsOverride", width=WINDOW[0], height=WINDOW[1],
+        await tab.call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1],
                        deviceScaleFactor=1, mobile=False)
         if setup:
             await tab.call("Page.addScriptToEvaluateOnNewDocument", source=setup)
@@ -200,8 +201,9 @@ async def _capture(debug_port: int, url: str, out: Path, settle_s: float, setup:
 
 
 def browser_screenshot(url: str, out: Path, settle_s: float = 10.0, setup: str = "",
-                       after_load: str = "", state: str = "") -> dict | None:
-    """Screenshot ``url`` in headless Chromium (:data:`WINDOW` pixels) through the DevTools
+                       after_load: str = "", state: str = "",
+                       size: tuple[int, int] = WINDOW) -> dict | None:
+    """Screenshot ``url`` in headless Chromium (``size`` pixels) through the DevTools
     protocol: ``setup`` runs before the page's own scripts, ``after_load`` once it settled,
     ``state`` (a JS expression giving JSON) is read back into the returned dict with ``path``.
     None when no Chromium is on PATH."""
@@ -227,7 +229,8 @@ def browser_screenshot(url: str, out: Path, settle_s: float = 10.0, setup: str =
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{browser} did not open its DevTools port") from None
                 time.sleep(0.3)
-        return asyncio.run(_capture(debug_port, url, out, settle_s, setup, after_load, state))
+        return asyncio.run(_capture(debug_port, url, out, settle_s, setup, after_load, state,
+                                    size))
     finally:
         stop(proc)
         shutil.rmtree(profile, ignore_errors=True)
