@@ -75,8 +75,8 @@ def test_horizon_figure_distinguishes_every_variant() -> None:
               for line in main.get_lines()}
     assert len(main.get_lines()) == len(names) == len(styles)
     assert main.get_yscale() == "log" and ratio.get_ylabel() == "nRMSE / operator's"
-    # Ratio panel: every variant but the operator and persistence, plus the line at 1.
-    assert len(ratio.get_lines()) == len(names) - 2 + 1
+    # Ratio panel: the learned variants (not operator, persistence, solver), plus the line at 1.
+    assert len(ratio.get_lines()) == len(names) - 3 + 1
     diff = next(line for line in ratio.get_lines() if line.get_color() == "tab:orange")
     assert diff.get_ydata() == pytest.approx(np.full(10, 0.04 / 0.03), rel=1e-4)
 

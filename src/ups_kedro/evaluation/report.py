@@ -114,42 +114,44 @@ def variant_styles(names: Sequence[str]) -> dict[str, dict]:
 
 
 def horizon_figure(horizons: pd.DataFrame) -> Figure:
-    """nRMSE against rollout step for every variant (log scale), and each variant's ratio to
-    the operator alone (below: < 1 means the corrector helps at that step).
+    """nRMSE against rollout step for every variant (log scale), and below, each learned
+    variant's nRMSE divided by the operator's at the same step (linear: < 1 means the corrector
+    helps at that step; persistence and the solver are left out, they would squash it).
 
-    Every variant has its own colour, line style and marker (markers thinned to ~12 per
-    curve), so curves that overlap stay distinguishable.
+    Every variant has its own colour, line style and marker; markers are thinned and staggered
+    between variants and the operator is drawn underneath, so curves that coincide in the upper
+    panel still show each variant's markers.
     """
     names = list(dict.fromkeys(horizons["variant"]))
-    styles = variant_styles(names)
-    has_ratio = "operator" in names and len(names) > 1
+    learned = [n for n in names if n not in ("operator", *FIXED_STYLES)]
+    has_ratio = "operator" in names and bool(learned)
     fig, axes = plt.subplots(2 if has_ratio else 1, 1, figsize=(7.5, 6.4 if has_ratio else 4.2),
                              sharex=True, squeeze=False, constrained_layout=True,
                              gridspec_kw={"height_ratios": [2, 1.2] if has_ratio else [1]})
+    # Markers every `every` steps, each variant offset by one: no two variants share a step.
+    every = max(len(names), int(horizons["horizon"].max()) // 12, 1)
+
+    def draw(ax, name: str, i: int, y: pd.Series) -> None:
+        style = variant_styles(names)[name]
+        ax.plot(y.index, y.values, label=name, markevery=(i % every, every), markersize=4,
+                linewidth=style.pop("linewidth", 1.4), zorder=1 if name == "operator" else 3,
+                **style)
+
     ax = axes[0, 0]
-    n_steps = int(horizons["horizon"].max())
-    every = max(1, n_steps // 12)
-    for name in names:
-        group = horizons[horizons["variant"] == name]
-        ax.plot(group["horizon"], group["nrmse"], label=name, markevery=every, markersize=4,
-                linewidth=styles[name].pop("linewidth", 1.4), **styles[name])
+    for i, name in enumerate(names):
+        draw(ax, name, i, horizons[horizons["variant"] == name].set_index("horizon")["nrmse"])
     ax.set(ylabel="nRMSE (mean over trajectories)", yscale="log", title="Error against horizon")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     if has_ratio:
-        styles = variant_styles(names)
         base = horizons[horizons["variant"] == "operator"].set_index("horizon")["nrmse"]
         rax = axes[1, 0]
-        for name in names:
-            if name in ("operator", "persistence"):
-                continue  # persistence's ratio (≫ 1) would squash the learned variants
+        for name in learned:
             group = horizons[horizons["variant"] == name].set_index("horizon")["nrmse"]
-            ratio = (group / base.reindex(group.index)).dropna()
-            rax.plot(ratio.index, ratio.values, markevery=every, markersize=4,
-                     linewidth=styles[name].pop("linewidth", 1.4), **styles[name])
-        rax.axhline(1.0, color="tab:blue", linewidth=1.2)
-        rax.set(ylabel="nRMSE / operator's", yscale="log")
-        rax.grid(True, which="both", alpha=0.3)
+            draw(rax, name, names.index(name), (group / base.reindex(group.index)).dropna())
+        rax.axhline(1.0, color="tab:blue", linewidth=1.2, label="operator")
+        rax.set(ylabel="nRMSE / operator's")
+        rax.grid(True, alpha=0.3)
     axes[-1, 0].set_xlabel("rollout step")
     return fig
 
