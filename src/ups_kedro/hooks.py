@@ -154,10 +154,13 @@ class MlflowViewHooks:
             stage_runs = views.log_stage_runs(client, run.info.run_id, pipeline, env,
                                               self._stages, self._record)
             data = client.get_run(run.info.run_id).data
+            eid = views.stage_experiment_id(client, run.info.experiment_id)
+            links = {stage: f"[{cid[:8]}](#/experiments/{eid}/runs/{cid})"  # UI-relative
+                     for stage, cid in stage_runs.items()}
             client.set_tag(run.info.run_id, "mlflow.runName", views.run_name(
                 pipeline, env, data.params, self._stages, data.metrics)[:250])
             client.set_tag(run.info.run_id, "mlflow.note.content", views.description(
-                pipeline, env, data.tags, data.params, self._stages, data.metrics, stage_runs))
+                pipeline, env, data.tags, data.params, self._stages, data.metrics, links))
             client.set_tag(run.info.run_id, "ups.stages", ",".join(self._stages))
         except (MlflowException, OSError) as exc:  # the run's results are already saved
             logger.error("MLflow run views (name, stage runs) not written: %s", exc)
