@@ -1,5 +1,5 @@
-"""kedro-viz serves every pipeline with layered, readable datasets; a headless screenshot
-renders where Chromium is installed (skipped elsewhere)."""
+"""kedro-viz serves every pipeline with layered, readable datasets; a headless screenshot of
+a stage view shows the pipeline asked for (skipped where Chromium is not installed)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,24 @@ def test_kedro_viz_graph_and_screenshot(tmp_path: Path) -> None:
     proc = viz.start_viz(port, REPO, tmp_path / "viz.log")
     try:
         graph = viz.fetch_graph(port, proc)
+        # Every pipeline's view included: its layer bands in data-flow order.
         assert viz.check_graph(graph, {"__default__", *DEFAULT_CHAIN, "promotion",
-                                       "inference"}) == []
+                                       "inference"}, port) == []
         names = {n["name"] for n in graph["nodes"]}
         assert {"evaluation.rollouts", "operator.checkpoint", "evaluation.report"} <= names
         if not any(shutil.which(b) for b in viz.BROWSERS):
             pytest.skip("no Chromium on PATH: graph checked, screenshot not taken")
-        shot = viz.screenshot(port, "__default__", tmp_path / "viz.png")
+        shot = viz.screenshot(port, "operator", tmp_path / "viz.png")
     finally:
         viz.stop(proc)
-    assert proc.poll() is not None  # stopped by its own pid
-    image = matplotlib.image.imread(shot)
-    assert image.shape[:2] == (1100, 1800)
+    # The whole process group is gone: nothing serves the port any more.
+    assert proc.poll() is not None and viz.port_is_free(port)
+    # ?pid= selected the operator stage: its nodes are drawn, no other stage's.
+    assert shot["active"] == "operator"
+    assert {"train_operator", "operator.checkpoint"} <= set(shot["labels"])
+    assert not any(label.startswith(("train_autoencoder", "evaluation.")) for label in
+                   shot["labels"])
+    assert shot["layers"] == sorted(shot["layers"], key=viz.LAYERS.index) and shot["layers"]
+    image = matplotlib.image.imread(shot["path"])
+    assert image.shape[:2] == (viz.WINDOW[1], viz.WINDOW[0])
     assert image[..., :3].std() > 0.02  # a drawn graph, not a blank page

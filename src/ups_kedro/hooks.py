@@ -5,6 +5,10 @@ MLflow UI needs to reproduce it: the git commit (and whether the tree was dirty)
 configuration environment and the pipeline names.  Stage nodes add their own lineage tags
 (the upstream checkpoints they consumed).
 
+:class:`MlflowViewHooks` makes the run readable in the MLflow UI (:mod:`ups_kedro.mlflow_views`):
+a meaningful name and description, one comparable run per stage, dataset inputs, system metrics
+(CPU, memory; needs ``psutil``) and no noisy kedro-mlflow tags.
+
 :class:`DistributedHooks` makes ``torchrun ... kedro run`` safe: on ranks ≠ 0 (kedro-mlflow
 is switched off there in ``settings.py``) every dataset the run *produces* is replaced by an
 in-memory dataset, so downstream nodes still get their inputs but nothing is written to disk
@@ -21,7 +25,11 @@ from typing import Any
 import mlflow
 from kedro.framework.hooks import hook_impl
 from kedro.io import MemoryDataset
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
+from ups_kedro import mlflow_views as views
+from ups_kedro.data.arrays import ArrayBundle
 from ups_kedro.paths import project_root, set_project_root
 from ups_kedro.training import distributed
 from ups_kedro.training.seeds import base_seed, base_seed_from, set_base_seed
@@ -76,6 +84,90 @@ class LineageHooks:
         }
         mlflow.set_tags(tags)
         logger.info("MLflow lineage tags: %s", tags)
+
+
+def _pipeline_name(run_params: dict[str, Any]) -> str:
+    return "+".join(run_params.get("pipeline_names") or [
+        run_params.get("pipeline_name") or "__default__"])
+
+
+class MlflowViewHooks:
+    """Names, descriptions, stage runs, dataset inputs and system metrics of each run."""
+
+    def __init__(self) -> None:
+        self._catalog: Any = None
+        self._record = views.RunRecord()
+        self._stages: list[str] = []
+        self._run_params: dict[str, Any] = {}
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        # Before kedro-mlflow starts the run: MLflow then samples CPU/memory in a thread.
+        try:
+            import psutil  # noqa: F401
+        except ImportError:
+            logger.warning("psutil is not installed: no system metrics on the MLflow run "
+                           "(pip install -r requirements.txt)")
+            return
+        mlflow.enable_system_metrics_logging()
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any) -> None:
+        self._catalog = catalog
+
+    @hook_impl(trylast=True)  # after kedro-mlflow started the run and set its tags
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any) -> None:
+        self._record = views.RunRecord()
+        self._run_params = run_params
+        self._stages = views.order_stages(views.stage_of(n.name) for n in pipeline.nodes)
+        run = mlflow.active_run()
+        if run is not None:
+            views.tidy_kedro_tags(MlflowClient(), run.info.run_id)
+
+    def _dataset(self, name: str) -> Any:
+        try:
+            return self._catalog.get(name) if self._catalog is not None else None
+        except Exception:  # noqa: BLE001 - a name the catalog cannot resolve: no path then
+            return None
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any, node: Any) -> None:
+        if mlflow.active_run() is None or not isinstance(data, ArrayBundle):
+            return
+        path = getattr(self._dataset(dataset_name), "_filepath", None)
+        views.log_array_input(self._record, views.stage_of(node.name), dataset_name, data,
+                              str(path) if path else None)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        dataset = self._dataset(dataset_name)
+        directory = getattr(dataset, "artifact_path", None)  # an MlflowArtifactDataset
+        path = getattr(dataset, "_filepath", None)
+        if mlflow.active_run() is not None and directory is not None and path is not None:
+            self._record.artifacts.setdefault(views.stage_of(dataset_name), []).append(
+                (str(path), directory))
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow ends the run
+    def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        run = mlflow.active_run()
+        if run is None:
+            return
+        client = MlflowClient()
+        pipeline, env = _pipeline_name(run_params), run_params.get("env") or "local"
+        try:
+            stage_runs = views.log_stage_runs(client, run.info.run_id, pipeline, env,
+                                              self._stages, self._record)
+            data = client.get_run(run.info.run_id).data
+            eid = views.stage_experiment_id(client, run.info.experiment_id)
+            links = {stage: f"[{cid[:8]}](#/experiments/{eid}/runs/{cid})"  # UI-relative
+                     for stage, cid in stage_runs.items()}
+            client.set_tag(run.info.run_id, "mlflow.runName", views.run_name(
+                pipeline, env, data.params, self._stages, data.metrics)[:250])
+            client.set_tag(run.info.run_id, "mlflow.note.content", views.description(
+                pipeline, env, data.tags, data.params, self._stages, data.metrics, links))
+            client.set_tag(run.info.run_id, "ups.stages", ",".join(self._stages))
+        except (MlflowException, OSError) as exc:  # the run's results are already saved
+            logger.error("MLflow run views (name, stage runs) not written: %s", exc)
 
 
 class DistributedHooks:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from kedro.config import OmegaConfigLoader
 
-from ups_kedro.hooks import DistributedHooks, LineageHooks
+from ups_kedro.hooks import DistributedHooks, LineageHooks, MlflowViewHooks
 from ups_kedro.paths import mlflow_artifact_root, mlflow_tracking_uri, project_root
 from ups_kedro.training.distributed import launched_rank
 
-HOOKS = (LineageHooks(), DistributedHooks())
+HOOKS = (LineageHooks(), MlflowViewHooks(), DistributedHooks())
 
 # The plugin's module name (underscore): the hyphenated distribution name silently does nothing.
 DISABLE_HOOKS_FOR_PLUGINS: tuple[str, ...] = (

@@ -1,7 +1,8 @@
 """evaluation, promotion and inference in real Kedro sessions on the smoke chain.
 
-One project copy: the smoke training chain runs once, then each test runs the on-request
-pipelines against it as a user would (``kedro run --pipeline evaluation`` …).
+One project copy: the smoke ``__default__`` pipeline runs once, as ``make run`` does, then each
+test runs the on-request pipelines against it as a user would (``kedro run --pipeline
+evaluation`` …).
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ from ups_kedro.evaluation import metrics
 
 pytestmark = pytest.mark.integration
 CHAIN = ("data_processing", "autoencoder", "operator", "diff_residual", "consistency_distill",
-         "steady_prior", "evaluation")
+         "steady_prior", "evaluation")  # the stages of __default__
 # Smoke models are far from good: relax the first-run gate so a champion exists to test with.
 EASY_GATE = {"first_run": {"min_gain_vs_persistence": 0.01, "min_improvement_vs_operator": -10.0}}
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with project_copy(tmp_path_factory.mktemp("evaluation")) as root:
-        for stage in CHAIN:
-            run_kedro(root, stage)
+    with project_copy(tmp_path_factory.mktemp("evaluation")) as root, \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # smoke runs last seconds
+        run_kedro(root, "__default__")  # what `make run` runs
         yield root
 
 
@@ -80,7 +82,7 @@ def test_every_variant_is_scored_and_the_rollout_file_rescores(evaluated: Path) 
     assert per_frame.mean() == pytest.approx(table.loc["operator", "nrmse"], rel=1e-5)
     assert per_frame.mean() == pytest.approx(float(metrics.nrmse(pred, truth).mean()), rel=1e-9)
 
-    run = _last_run("evaluation")
+    run = _last_run("__default__")
     assert run.data.metrics["evaluation/operator/nrmse"] == pytest.approx(
         table.loc["operator", "nrmse"])
     assert "evaluation/pdebench_fno_published/nrmse" not in run.data.metrics  # not measured
@@ -97,7 +99,62 @@ def test_steady_field_error_is_part_of_evaluation(evaluated: Path) -> None:
     steady = json.loads((_reports(evaluated) / "evaluation_steady_metrics.json").read_text())
     assert steady["skipped"] is False and steady["split"] == "test"
     assert len(steady["nrmse_by_step"]) >= 2 and steady["nrmse"] == steady["nrmse_by_step"][-1]
-    assert "evaluation/steady_prior/nrmse" in _last_run("evaluation").data.metrics
+    assert "evaluation/steady_prior/nrmse" in _last_run("__default__").data.metrics
+
+
+def _stage_runs(stage: str) -> list[mlflow.entities.Run]:
+    return mlflow.search_runs(experiment_names=["ups_kedro_stages"], output_format="list",
+                              filter_string=f"tags.`ups.stage` = '{stage}'",
+                              order_by=["attributes.start_time DESC"])
+
+
+def test_make_run_is_readable_in_mlflow(evaluated: Path) -> None:
+    """Name, description, tags, one run per stage, dataset inputs, system metrics, checkpoints."""
+    from ups_kedro.pipelines.promotion.registry import load_run_checkpoint
+
+    run = _last_run("__default__")
+    tags, rid = run.data.tags, run.info.run_id
+    assert run.info.run_name.startswith("__default__ · smoke · ")
+    assert "nRMSE" in run.info.run_name  # the headline score
+    note = tags["mlflow.note.content"]
+    assert "| operator | model.architecture=" in note and "| variant | nRMSE |" in note
+    assert "runner" not in tags and "run_id" not in tags  # kedro-mlflow's noise
+    assert tags["kedro.session_id"] and tags["ups.stages"] == ",".join(CHAIN)
+    # One comparable run per stage, linked back, with that stage's params, metrics, artifacts.
+    for stage in CHAIN:
+        (child,) = [r for r in _stage_runs(stage) if r.data.tags["ups.parent_run_id"] == rid]
+        assert child.info.status == "FINISHED" and child.info.run_name.startswith(stage)
+        assert all(k.startswith(f"{stage}.") for k in child.data.params)
+        assert all(k.startswith(f"{stage}/") for k in child.data.metrics)
+    operator = [r for r in _stage_runs("operator") if r.data.tags["ups.parent_run_id"] == rid][0]
+    assert operator.data.params["operator.train.epochs"] == run.data.params["operator.train.epochs"]
+    client = mlflow.MlflowClient()
+    assert len(client.get_metric_history(operator.info.run_id, "operator/loss")) == len(
+        client.get_metric_history(rid, "operator/loss")) > 1
+    assert "checkpoints/operator.pt" in {
+        a.path for a in client.list_artifacts(operator.info.run_id, "checkpoints")}
+    inputs = {i.dataset.name: i for i in operator.inputs.dataset_inputs}
+    assert "autoencoder.latents_train" in inputs
+    # Dataset inputs on the pipeline run: split, manifest hash and shape of each array loaded.
+    logged = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
+    fields = logged["data_processing.fields_train"]
+    assert fields["mlflow.data.context"] == "training" and fields["split_manifest_hash"] != "None"
+    assert fields["shape"].count("x") == 3
+    # System metrics (MLflow samples them with psutil).
+    pytest.importorskip("psutil")
+    assert "system/cpu_utilization_percentage" in run.data.metrics
+    # Checkpoints load back from MLflow by run id.
+    ckpt = load_run_checkpoint(rid, "operator")
+    local = torch_load(evaluated / "data/smoke/06_models/operator.pt")
+    assert ckpt["lineage"] == local["lineage"]
+    with pytest.raises(FileNotFoundError, match="has no artifact checkpoints/nope.pt"):
+        load_run_checkpoint(rid, "nope")
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_absent_corrector_checkpoints_are_skipped_with_a_note(evaluated: Path) -> None:
@@ -113,6 +170,12 @@ def test_absent_corrector_checkpoints_are_skipped_with_a_note(evaluated: Path) -
         assert "consistency_distill checkpoint absent" in html
     finally:
         aside.rename(student)
+    # The evaluation alone made a stage run comparable with the one inside __default__.
+    alone, in_chain = _stage_runs("evaluation")[:2]
+    assert alone.data.tags["ups.parent_pipeline"] == "evaluation"
+    assert in_chain.data.tags["ups.parent_pipeline"] == "__default__"
+    assert "evaluation/operator/nrmse" in alone.data.metrics
+    assert "evaluation/operator/nrmse" in in_chain.data.metrics
 
 
 def test_promotion_registers_a_champion_then_gates_against_it(evaluated: Path) -> None:
@@ -122,6 +185,7 @@ def test_promotion_registers_a_champion_then_gates_against_it(evaluated: Path) -
     assert first["promoted"] and first["version"] == "1"
     assert first["validation"]["rule"].startswith("first run")
     assert _champion_version() == "1"
+    _check_registered_model(evaluated, first)
 
     # The same models again, asked to be 50 % better than the champion: the champion is
     # re-scored on the same trajectories, so it scores exactly the same and the gate fails.
@@ -135,6 +199,24 @@ def test_promotion_registers_a_champion_then_gates_against_it(evaluated: Path) -
     assert _champion_version() == "1"
     board = pd.read_csv(_reports(evaluated) / "leaderboard.csv")
     assert list(board["decision"]).count("promoted") == 1 and len(board) == 2
+
+
+def _check_registered_model(root: Path, decision: dict) -> None:
+    """The standard pyfunc call honours n_steps; the version links to its run; pinned env."""
+    model = mlflow.pyfunc.load_model("models:/ups_kedro_surrogate@champion")
+    with h5py.File(root / "data/smoke/01_raw/1D_Burgers_Sols_Nu0.01.hdf5") as f:
+        u0 = f["tensor"][:3, 45, ::4][..., None].astype(np.float32)  # [3, X, 1]
+    out = model.predict(u0, params={"n_steps": 5})
+    assert out.shape == (3, 5, *u0.shape[1:]) and np.isfinite(out).all()
+    assert model.predict(u0).shape[1] == 1  # the signature's default
+    assert model.metadata.get_input_schema() is not None and model.input_example is not None
+    version = mlflow.MlflowClient().get_model_version_by_alias("ups_kedro_surrogate", "champion")
+    assert version.run_id == decision["run_id"] is not None
+    local = Path(mlflow.artifacts.download_artifacts("models:/ups_kedro_surrogate@champion"))
+    requirements = (local / "requirements.txt").read_text().split()
+    assert all("==" in r for r in requirements) and any(r.startswith("torch==") for r in
+                                                         requirements)
+    assert (local / "code/ups_kedro/pipelines/promotion/pyfunc.py").is_file()
 
 
 def test_inference_from_the_champion_and_from_checkpoints(evaluated: Path) -> None:
@@ -188,4 +270,8 @@ def test_comparison_notebook_runs_on_the_outputs(evaluated: Path, monkeypatch) -
             exec(compile("".join(cell["source"]), "compare_runs.ipynb", "exec"), namespace)
     assert not namespace["board"].empty  # the promotion test ran before this one
     assert namespace["scores"].loc["operator", "nrmse"] > 0
-    assert namespace["compare"].shape[1] == 2  # two evaluation runs side by side
+    # make run (__default__) and the evaluation run of an earlier test, side by side.
+    compare = namespace["compare"]
+    assert compare.shape[1] == 2 and any(c.startswith("__default__") for c in compare.columns)
+    assert compare.loc["operator"].gt(0).all()  # variants missing from one run are NaN
+    assert namespace["operator_runs"].shape[1] >= 1

@@ -111,9 +111,12 @@ def gate_on_test(validation_gate: dict, autoencoder_checkpoint: dict, operator_c
 
 def register_champion(validation_gate: dict, test_gate: dict, autoencoder_checkpoint: dict,
                       operator_checkpoint: dict, diff_residual_checkpoint: dict | None,
-                      consistency_distill_checkpoint: dict | None,
+                      consistency_distill_checkpoint: dict | None, fields_val: ArrayBundle,
                       params: dict[str, Any]) -> dict:
-    """Register the candidate and move the alias when both gates passed; record the decision."""
+    """Register the candidate and move the alias when both gates passed; record the decision.
+
+    The model's input example is the first frame of two validation trajectories [2, *space, C].
+    """
     cfg = _config(params)
     promoted = bool(validation_gate["passed"] and test_gate["passed"])
     decision = {"promoted": promoted, "model_name": cfg.model_name, "alias": cfg.alias,
@@ -134,7 +137,8 @@ def register_champion(validation_gate: dict, test_gate: dict, autoencoder_checkp
                   "ups.test_trajectories": str(test_gate["trajectories"]),
                   "ups.split_manifest_hash": str(operator_checkpoint["lineage"].get(
                       "split_manifest_hash")),
-                  "ups.encoder_hash": operator_checkpoint["lineage"]["encoder_hash"]})
+                  "ups.encoder_hash": operator_checkpoint["lineage"]["encoder_hash"]},
+            example=np.asarray(fields_val.array[:2, 0], dtype=np.float32))
     reasons = test_gate["reasons"] or validation_gate["reasons"]
     set_tags({"ups.promotion.variant": decision["variant"],
               "ups.promotion.decision": "promoted" if promoted else "rejected",

@@ -24,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.gate_on_test, ["validation_gate", *CHECKPOINTS, "fields_test", PARAMS],
                  "test_gate", name="gate_on_test"),
             Node(nodes.register_champion,
-                 ["validation_gate", "test_gate", *CHECKPOINTS, PARAMS], "decision",
+                 ["validation_gate", "test_gate", *CHECKPOINTS, "fields_val", PARAMS], "decision",
                  name="register_champion"),
             Node(nodes.build_leaderboard, ["decision", PARAMS], "leaderboard",
                  name="build_leaderboard"),

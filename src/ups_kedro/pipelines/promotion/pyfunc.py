@@ -5,6 +5,11 @@ correctors when present) plus the variant that won promotion.  ``mlflow.pyfunc.l
 "models:/<name>@champion")`` gives a model whose ``predict`` rolls out trajectories::
 
     model.predict(u0, params={"n_steps": 30})   # u0 [B, *space, C] physical → [B, K, *space, C]
+
+The model is logged with a signature (a float32 tensor ``[-1, *space, C]`` in and out, and the
+inference parameter ``n_steps``, default 1) and an input example, so MLflow passes
+``params`` through to :meth:`SurrogateModel.predict`; the ``ups_kedro`` package itself is logged
+with it (``code_paths``), so the environment MLflow rebuilds needs only pinned PyPI packages.
 """
 
 from __future__ import annotations
@@ -20,6 +25,24 @@ from ups_kedro.evaluation.rollout import latent_rollout
 from ups_kedro.evaluation.suite import VariantParams, build_variants
 from ups_kedro.pipelines.upstream import STAGES, load_surrogate
 
+#: Inference parameters of ``predict`` and their defaults (part of the model signature).
+PREDICT_PARAMS = {"n_steps": 1}
+
+
+def signature(example: np.ndarray, n_steps: int = PREDICT_PARAMS["n_steps"]):
+    """Model signature for initial frames like ``example`` [B, *space, C] (float32).
+
+    The output has one more axis (the rolled-out steps); batch and step counts are free (-1).
+    """
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    example = np.asarray(example, dtype=np.float32)
+    # Unnamed tensors: predict then receives the array itself, not {"name": array}.
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, *example.shape[1:]))]),
+        params=ParamSchema([ParamSpec("n_steps", "long", n_steps)]))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -53,8 +76,12 @@ class SurrogateModel(mlflow.pyfunc.PythonModel):
     # model_input is left without a type hint: MLflow would validate it against one.
     def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
         """``model_input`` [B, *space, C] physical initial frames → [B, n_steps, *space, C]."""
+        if isinstance(model_input, dict) and len(model_input) == 1:  # a named-tensor caller
+            model_input = next(iter(model_input.values()))
         u0 = np.asarray(model_input, dtype=np.float32)
-        n_steps = int((params or {}).get("n_steps", 1))
+        n_steps = int((params or {}).get("n_steps", PREDICT_PARAMS["n_steps"]))
+        if n_steps < 1:
+            raise ValueError(f"params n_steps must be >= 1, got {n_steps}")
         s = self.surrogate
         # latent_rollout scores frames initial_step .. T-1: give it 1 frame + n_steps slots.
         fields = np.zeros((u0.shape[0], 1 + n_steps * s.time_stride, *u0.shape[1:]), np.float32)
