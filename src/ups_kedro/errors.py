@@ -24,3 +24,7 @@ class MissingUpstreamError(UserError, FileNotFoundError):
 
 class CorruptArtifactError(UserError, ValueError):
     """A file in the store exists but cannot be read (truncated, not ours)."""
+
+
+class InputFileError(UserError, ValueError):
+    """A file the user gave (initial condition, coefficients) does not fit what is asked of it."""
