@@ -37,6 +37,8 @@ _NOISE = (
     r"register_new_resolver\(\) is deprecated",       # omegaconf, called by Kedro / kedro-mlflow
     r".*Add type hints to the `predict` method",       # mlflow, on kedro-mlflow's model class
     r"Option '--pipeline' is deprecated",             # Kedro; our run accepts --pipeline
+    # torch, once per process, on a read-only memory-mapped chunk that is only read
+    r"The given NumPy array is not writable",
 )
 
 

@@ -76,8 +76,13 @@ def check_tracking_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
             return
-    except urllib.error.HTTPError:
-        return  # it answered (a server without /health, or behind auth): reachable
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # every MLflow server answers /health: something else listens there
+            raise TrackingUnreachableError(
+                f"{uri} answers but is not an MLflow tracking server (HTTP 404 on /health): "
+                "point MLFLOW_TRACKING_URI at the MLflow server (unset it to use the local "
+                "mlflow.db)") from exc
+        return  # it answered (behind auth, or a transient server error): reachable
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise _unreachable(uri, getattr(exc, "reason", exc)) from exc
 
@@ -89,8 +94,9 @@ def tracking_error(exc: BaseException) -> BaseException | None:
     while seen is not None:
         text = str(seen)
         if uri.startswith("http") and ("Max retries exceeded" in text
-                                       or "Connection refused" in text):
-            return _unreachable(uri, "connection failed")
+                                       or "Connection refused" in text
+                                       or "API request to endpoint" in text):
+            return _unreachable(uri, text.splitlines()[0][:200] if text else "connection failed")
         seen = seen.__cause__ or seen.__context__
     return None
 
