@@ -119,10 +119,9 @@ def _name_producers(pipeline: Any, catalog: Any) -> None:
 
     try:
         producers: dict[str, str] = {}
-        for pipe_name, registered in registry.items():
-            if pipe_name == "__default__":
-                continue
-            for output in registered.all_outputs():
+        # keys() lists every registered pipeline; items() only those a lazy registry has built
+        for pipe_name in [name for name in registry.keys() if name != "__default__"]:
+            for output in registry[pipe_name].all_outputs():
                 producers.setdefault(output, pipe_name)
     except Exception:  # noqa: BLE001 - outside a configured project: generic hints remain
         return

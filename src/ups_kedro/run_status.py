@@ -155,7 +155,7 @@ def _at_exit() -> None:
 # ------------------------------------------------------------------------------------------------
 # runs left RUNNING by a killed process
 # ------------------------------------------------------------------------------------------------
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (field 22 of /proc/<pid>/stat), to tell reused pids."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -164,14 +164,16 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _alive(pid: int, started: str | None) -> bool:
+def process_alive(pid: int, started: str | None) -> bool:
+    """``pid`` runs and, when ``started`` (its :func:`process_start`) is known, is that process
+    (not a later one that reused the pid).  For the stage lock as well as for orphaned runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return started is None or _process_start(pid) in (None, started)
+    return started is None or process_start(pid) in (None, started)
 
 
 def close_orphaned_runs(current_run_id: str) -> list[str]:
@@ -187,7 +189,7 @@ def close_orphaned_runs(current_run_id: str) -> list[str]:
         if run.info.run_id == current_run_id or tags.get("ups.host") != host:
             continue
         pid = tags.get("ups.pid", "")
-        if not pid.isdigit() or _alive(int(pid), tags.get("ups.pid_start")):
+        if not pid.isdigit() or process_alive(int(pid), tags.get("ups.pid_start")):
             continue
         client.set_tag(run.info.run_id, END_REASON,
                        f"process {pid} ended without closing its run (killed or crashed); "
@@ -223,7 +225,7 @@ class RunStatusHooks:
             return
         pid = os.getpid()
         mlflow.set_tags({"ups.host": socket.gethostname(), "ups.pid": str(pid),
-                         "ups.pid_start": _process_start(pid) or "",
+                         "ups.pid_start": process_start(pid) or "",
                          "ups.started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         try:
             close_orphaned_runs(run.info.run_id)

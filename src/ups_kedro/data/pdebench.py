@@ -499,7 +499,7 @@ class PDEBenchReader:
         found = _fmt_keys(list(where.keys()))
         guessed = detect_layout(self._file)
         hint = (
-            f"the keys look like layout {guessed!r}; set data_processing.layout to {guessed!r}"
+            f"the keys look like layout {guessed!r}; set data_processing.file.layout to {guessed!r}"
             if guessed and guessed != self._layout
             else _LAYOUT_HINT
         )
@@ -621,7 +621,7 @@ class PDEBenchReader:
             raise PDEBenchFormatError(
                 f"file {self._path}: dataset 'tensor' has shape {sol.shape}; layout 'darcy' "
                 "expects [N, 1, X, Y]; if this is a time-dependent file set "
-                "data_processing.layout to 'tensor'"
+                "data_processing.file.layout to 'tensor'"
             )
         expected_nu = (sol.shape[0], *sol.shape[2:])
         if nu.shape != expected_nu:
