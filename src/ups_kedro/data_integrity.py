@@ -115,14 +115,19 @@ class DataTransactionHooks:
 
 def _name_producers(pipeline: Any, catalog: Any) -> None:
     """Tell each free input of this run which registered pipeline produces it."""
-    from kedro.framework.project import pipelines as registry
+    import importlib
+    import pkgutil
+
+    import ups_kedro.pipelines as stages
 
     try:
         producers: dict[str, str] = {}
-        # keys() lists every registered pipeline; items() only those a lazy registry has built
-        for pipe_name in [name for name in registry.keys() if name != "__default__"]:
-            for output in registry[pipe_name].all_outputs():
-                producers.setdefault(output, pipe_name)
+        # Kedro builds only the pipelines a run asks for: build every stage's here (cheap)
+        for info in pkgutil.iter_modules(stages.__path__):
+            module = importlib.import_module(f"{stages.__name__}.{info.name}")
+            if info.ispkg and hasattr(module, "create_pipeline"):
+                for output in module.create_pipeline().all_outputs():
+                    producers.setdefault(output, info.name)
     except Exception:  # noqa: BLE001 - outside a configured project: generic hints remain
         return
     for name in pipeline.inputs():
