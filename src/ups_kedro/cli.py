@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -42,6 +43,16 @@ _NOISE = (
 )
 
 
+class _NoiseFilter(logging.Filter):
+    """Drops captured warnings whose text matches :data:`_NOISE`."""
+
+    _patterns = tuple(re.compile(pattern) for pattern in _NOISE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(pattern.search(text) for pattern in self._patterns)
+
+
 def quiet_library_warnings() -> None:
     """Silence :data:`_NOISE`; show every other Python warning on the terminal again.
 
@@ -52,6 +63,9 @@ def quiet_library_warnings() -> None:
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
     captured = logging.getLogger("py.warnings")
+    if not any(isinstance(f, _NoiseFilter) for f in captured.filters):
+        # Also at the logger: a library may reset the warning filters (catch_warnings, "always").
+        captured.addFilter(_NoiseFilter())
     if not captured.propagate:
         for handler in logging.getLogger().handlers:
             if not isinstance(handler, logging.FileHandler) and handler not in captured.handlers:
