@@ -30,7 +30,7 @@ import torch
 from tests.conftest import project_copy, run_kedro
 from ups_kedro.cli import one_line, user_error
 from ups_kedro.data.initial_condition import read_initial_condition
-from ups_kedro.datasets import ArrayDataset, CheckpointDataset
+from ups_kedro.datasets import ArrayBundle, ArrayDataset, AtomicJSONDataset, CheckpointDataset
 from ups_kedro.errors import UserError
 
 pytestmark = pytest.mark.integration
@@ -202,8 +202,7 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
 
 def test_corrupt_array_says_corrupt(tmp_path: Path) -> None:
     ds = ArrayDataset(str(tmp_path / "fields"))
-    ds.save(__import__("ups_kedro.datasets", fromlist=["ArrayBundle"]).ArrayBundle(
-        np.zeros((4, 3), np.float32), {"split": "train"}))
+    ds.save(ArrayBundle(np.zeros((4, 3), np.float32), {"split": "train"}))
     data = tmp_path / "fields" / "data.npy"
     data.write_bytes(data.read_bytes()[:60])
     with pytest.raises(Exception) as info:
@@ -291,3 +290,27 @@ def test_signals_end_the_run_killed(store: Path, tmp_path: Path) -> None:
     orphan = client.get_run(ids["SIGKILL"])  # closed by the SIGINT run that came next
     assert orphan.info.status == "KILLED"
     assert "closed by run " + ids["SIGINT"] in orphan.data.tags["ups.end_reason"]
+
+
+def test_staged_saves_commit_together_or_not_at_all(tmp_path: Path) -> None:
+    """The mechanism under the all-or-nothing data_processing: stage, then commit or discard."""
+    record, fields = AtomicJSONDataset(str(tmp_path / "r.json")), ArrayDataset(str(tmp_path / "f"))
+    record.save({"v": 1})
+    fields.save(ArrayBundle(np.zeros(3, np.float32), {"v": 1}))
+    for dataset in (record, fields):
+        dataset.defer("t1")
+    record.save({"v": 2})
+    fields.save(ArrayBundle(np.ones(3, np.float32), {"v": 2}))
+    assert record.load() == {"v": 2}  # the same run reads what it staged
+    assert AtomicJSONDataset(str(tmp_path / "r.json")).load() == {"v": 1}  # others do not
+    for dataset in (record, fields):
+        dataset.discard()
+    assert record.load() == {"v": 1} and fields.load().meta == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "r.json"]
+    for dataset in (record, fields):
+        dataset.defer("t2")
+    record.save({"v": 3})
+    fields.save(ArrayBundle(np.ones(3, np.float32), {"v": 3}))
+    assert record.commit() and fields.commit()
+    assert record.load() == {"v": 3} and fields.load().meta == {"v": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "r.json"]

@@ -58,7 +58,7 @@ class TrackingUnreachableError(UserError):
 # unreachable tracking server
 # ------------------------------------------------------------------------------------------------
 def limit_http_retries() -> None:
-    """MLflow's HTTP defaults (7 retries, backoff 2: ~4 min) → 2 retries, backoff 1, unless set."""
+    """MLflow's HTTP retries (default 7, backoff 2: minutes) → 2, backoff 1, unless set."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 

@@ -91,7 +91,8 @@ def prepare_split(
 ) -> ChunkedArray:
     """Stream one split's downsampled fields, channels-last [N, T', *space', C] float32."""
     if len(indices) == 0:
-        raise PDEBenchFormatError(f"split '{split}' is empty: check data_processing.split.val_fraction / test_fraction")
+        raise PDEBenchFormatError(f"split '{split}' is empty: check data_processing.split."
+                                  "val_fraction / test_fraction")
     path = source["path"]
     with open_pdebench(path, layout=source["layout"], fields=source.get("fields")) as reader:
         spatial = tuple(len(range(0, n, cfg.downsample_space)) for n in reader.spatial_shape)

@@ -62,7 +62,7 @@ def _surrogate(cfg: InferenceConfig) -> tuple[SurrogateModel, str, dict]:
 
 
 def _check_grid(u0: np.ndarray, autoencoder: dict, path: Any) -> None:
-    """``u0 [B, *space, C]`` is on the grid the model was trained on (else say so, in user terms)."""
+    """``u0 [B, *space, C]`` is on the grid the model was trained on (else say so in user terms)."""
     encoder = (autoencoder.get("config") or {}).get("encoder") or {}
     grid, channels = encoder.get("grid_shape"), encoder.get("in_channels")
     if grid is None or channels is None:
