@@ -314,3 +314,7 @@ def test_staged_saves_commit_together_or_not_at_all(tmp_path: Path) -> None:
     assert record.commit() and fields.commit()
     assert record.load() == {"v": 3} and fields.load().meta == {"v": 3}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "r.json"]
+
+
+def test_unknown_pipeline_is_one_line(store: Path) -> None:
+    assert "there is no pipeline named 'operatr'" in fails(store, "operatr")

@@ -93,15 +93,20 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+#: Modules whose explicit ``raise ValueError`` is a validation message (a wrong pipeline name,
+#: a bad configuration file), not a bug.
+_VALIDATING = ("ups_kedro.", "kedro.framework.", "kedro.config.")
+
+
 def _raised_by_us(exc: BaseException) -> bool:
-    """The innermost frame that raised ``exc`` is project code (a deliberate check, not a bug)."""
+    """The innermost frame that raised ``exc`` is project (or Kedro configuration) code."""
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
     module = tb.tb_frame.f_globals.get("__name__", "")
-    return module.startswith("ups_kedro.")
+    return module.startswith(_VALIDATING)
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -117,6 +122,9 @@ def user_error(exc: BaseException) -> BaseException | None:
     for err in chain:
         if isinstance(err, UserError) or type(err).__module__.startswith("ups_kedro."):
             return err
+    unknown = _unknown_pipeline(chain)
+    if unknown is not None:
+        return unknown
     for err in chain:
         if isinstance(err, (ValueError, FileNotFoundError, DatasetError)) and _raised_by_us(err):
             return err
@@ -125,6 +133,22 @@ def user_error(exc: BaseException) -> BaseException | None:
     from ups_kedro.run_status import tracking_error
 
     return tracking_error(exc)
+
+
+def _unknown_pipeline(chain: list[BaseException]) -> UserError | None:
+    """Kedro imports ``ups_kedro.pipelines.<name>`` for ``--pipeline <name>``: a misspelt name
+    surfaces as an ImportError of that module."""
+    for err in chain:
+        match = re.search(r"importing the 'ups_kedro\.pipelines\.(\w+)' module", str(err))
+        if isinstance(err, ImportError) and match:
+            import pkgutil
+
+            import ups_kedro.pipelines as stages
+
+            names = sorted(m.name for m in pkgutil.iter_modules(stages.__path__) if m.ispkg)
+            return UserError(f"there is no pipeline named {match.group(1)!r}: use one of "
+                             f"{', '.join(names)} (or none for the whole chain)")
+    return None
 
 
 def one_line(err: BaseException) -> str:
