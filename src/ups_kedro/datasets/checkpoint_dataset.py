@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset
 
 from ups_kedro.datasets.staging import producer_hint
 from ups_kedro.errors import CorruptArtifactError, MissingUpstreamError

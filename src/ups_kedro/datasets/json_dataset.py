@@ -6,7 +6,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset
 
 from ups_kedro.atomic import atomic_file
 from ups_kedro.datasets.staging import Deferrable, producer_hint
