@@ -37,7 +37,7 @@ def test_literal_choice_suggests() -> None:
 
 
 def test_inconsistent_pair() -> None:
-    with pytest.raises(ConfigError, match=r"val_fraction \+ split\.test_fraction"):
+    with pytest.raises(ConfigError, match=r"dp\.split\.val_fraction \+ dp\.split\.test_fraction"):
         parse(DataProcessingConfig, {"split": {"val_fraction": 0.5, "test_fraction": 0.5}}, "dp")
     with pytest.raises(ConfigError, match=r"file\.path is required"):
         parse(DataProcessingConfig, {"source": "file"}, "data_processing")

@@ -8,6 +8,9 @@ Two things here matter beyond Kedro's defaults:
   the current directory (``sqlite:///mlflow.db`` would otherwise resolve against the cwd and
   silently create a second database).  Tests point both somewhere else through the
   ``MLFLOW_TRACKING_URI`` / ``UPS_MLFLOW_ARTIFACT_ROOT`` environment variables.
+* ``RunStatusHooks`` makes the MLflow run record how a run ended (Ctrl-C, SIGTERM, SIGKILL →
+  ``KILLED``) and fails fast on an unreachable tracking server; ``DataTransactionHooks`` makes
+  ``data_processing`` all-or-nothing and refuses mismatched prepared data downstream.
 * Under ``torchrun`` (``RANK`` set) only rank 0 tracks: kedro-mlflow's hooks are disabled on
   every other rank (no MLflow run, no params, no artifacts), and ``DistributedHooks`` keeps
   those ranks' catalog outputs in memory.
@@ -17,11 +20,15 @@ from __future__ import annotations
 
 from kedro.config import OmegaConfigLoader
 
+from ups_kedro.data_integrity import DataTransactionHooks
 from ups_kedro.hooks import DistributedHooks, LineageHooks, MlflowViewHooks
 from ups_kedro.paths import mlflow_artifact_root, mlflow_tracking_uri, project_root
+from ups_kedro.run_status import RunStatusHooks, limit_http_retries
 from ups_kedro.training.distributed import launched_rank
 
-HOOKS = (LineageHooks(), MlflowViewHooks(), DistributedHooks())
+limit_http_retries()  # before kedro-mlflow's first request to an HTTP tracking server
+HOOKS = (LineageHooks(), MlflowViewHooks(), DistributedHooks(), RunStatusHooks(),
+         DataTransactionHooks())
 
 # The plugin's module name (underscore): the hyphenated distribution name silently does nothing.
 DISABLE_HOOKS_FOR_PLUGINS: tuple[str, ...] = (

@@ -271,7 +271,7 @@ def test_wrong_explicit_layout_names_key_and_suggests(tmp_path: Path) -> None:
         open_pdebench(path, layout="tensor")
     msg = str(err.value)
     assert "cfd.hdf5" in msg and "'tensor'" in msg and "density" in msg
-    assert "set data_processing.layout to 'multifield'" in msg
+    assert "set data_processing.file.layout to 'multifield'" in msg
 
 
 def test_missing_coordinate(tmp_path: Path) -> None:

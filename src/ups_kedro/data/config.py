@@ -63,15 +63,16 @@ class SplitConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
-    def validate(self) -> None:
+    def validate(self, where: str = "split") -> None:
+        # ``where`` is the block's full key: data_processing.split or data_processing.steady.split
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
-                raise ConfigError(f"split.{name} must be in (0, 1), got {value}")
+                raise ConfigError(f"{where}.{name} must be in (0, 1), got {value}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError(
-                "split.val_fraction + split.test_fraction must be < 1 so that training data remains"
-            )
+                f"{where}.val_fraction + {where}.test_fraction must be < 1 so that training data "
+                "remains")
 
 
 @dataclass(frozen=True)

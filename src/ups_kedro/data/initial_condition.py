@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ups_kedro.data.pdebench import open_pdebench
+from ups_kedro.errors import InputFileError
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
@@ -32,11 +33,24 @@ def _npy(p: Path, channels: int, space_dims: int) -> np.ndarray:
     if a.ndim == space_dims + 1 and channels == 1:
         a = a[..., None]
     if a.ndim != space_dims + 2:
-        raise ValueError(f"{p}: array of shape {a.shape}; expected [B, *space] or "
-                         f"[B, *space, C] with {space_dims} spatial axes")
+        raise InputFileError(f"inference.initial_condition.path: {p} holds an array of shape "
+                             f"{a.shape}; expected [samples, *space] or [samples, *space, "
+                             f"channels] with {space_dims} spatial axes")
     if not np.isfinite(a).all():
-        raise ValueError(f"{p}: contains NaN or Inf")
+        raise InputFileError(f"inference.initial_condition.path: {p} contains NaN or Inf")
     return a
+
+
+def _pick(samples: list[int] | None, n_samples: int, p: Path) -> list[int]:
+    """The sample indices to read; a clear error for indices the file does not have."""
+    if samples is None:
+        return list(range(n_samples))
+    bad = [i for i in samples if not -n_samples <= i < n_samples]
+    if bad:
+        raise InputFileError(
+            f"inference.initial_condition.samples asks for sample(s) {bad}, but {p} holds "
+            f"{n_samples} sample(s): pick indices below {n_samples} or set samples: null")
+    return list(samples)
 
 
 def read_initial_condition(path: str | Path, samples: list[int] | None, frame: int,
@@ -46,11 +60,11 @@ def read_initial_condition(path: str | Path, samples: list[int] | None, frame: i
     p = _check_path(path, "initial_condition.path")
     if p.suffix == ".npy":
         a = _npy(p, channels, space_dims)
-        return a if samples is None else a[samples]
+        return a[_pick(samples, len(a), p)]
     with open_pdebench(p) as reader:
-        idx = list(range(reader.n_samples)) if samples is None else samples
+        idx = _pick(samples, reader.n_samples, p)
         if not 0 <= frame < reader.n_frames:
-            raise ValueError(f"inference.initial_condition.frame={frame} is outside the file's "
+            raise InputFileError(f"inference.initial_condition.frame={frame} is outside the file's "
                              f"{reader.n_frames} frames")
         # t_stop ≥ 2: the reader insists on two frames for time-dependent layouts
         return reader.read(idx, space_stride=space_stride, t_stop=max(frame + 1, 2))[:, frame]
@@ -62,10 +76,10 @@ def read_coefficients(path: str | Path, samples: list[int] | None,
     p = _check_path(path, "initial_condition.path")
     if p.suffix == ".npy":
         a = _npy(p, 1, 2)[..., 0]
-        return a if samples is None else a[samples]
+        return a[_pick(samples, len(a), p)]
     with open_pdebench(p) as reader:
         if reader.layout != "darcy":
             raise ValueError(f"{p}: layout {reader.layout!r}; steady mode needs a Darcy file "
                              "(datasets 'tensor' and 'nu')")
-        idx = list(range(reader.n_samples)) if samples is None else samples
+        idx = _pick(samples, reader.n_samples, p)
         return reader.read_coefficient(idx, space_stride=space_stride)[..., 0]

@@ -37,6 +37,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ups_kedro.errors import UserError
+
 __all__ = [
     "LAYOUTS",
     "MULTIFIELD_ORDER",
@@ -62,12 +64,12 @@ _COORD_KEYS = (_X_KEY, _Y_KEY, "z-coordinate", _T_KEY)
 # Upper bound on the bytes one h5py read (and its temporary copy) may take. Keeps peak
 # memory near the size of the requested output even for reads of thousands of samples.
 _MAX_BLOCK_BYTES = 64 * 2**20
-_LAYOUT_HINT = "set data_processing.layout to one of 'auto', " + ", ".join(
+_LAYOUT_HINT = "set data_processing.file.layout to one of 'auto', " + ", ".join(
     repr(name) for name in LAYOUTS
 )
 
 
-class PDEBenchFormatError(ValueError):
+class PDEBenchFormatError(UserError, ValueError):
     """A file, array or read request does not fit the PDEBench layout it claims."""
 
 
@@ -497,7 +499,7 @@ class PDEBenchReader:
         found = _fmt_keys(list(where.keys()))
         guessed = detect_layout(self._file)
         hint = (
-            f"the keys look like layout {guessed!r}; set data_processing.layout to {guessed!r}"
+            f"the keys look like layout {guessed!r}; set data_processing.file.layout to {guessed!r}"
             if guessed and guessed != self._layout
             else _LAYOUT_HINT
         )
@@ -619,7 +621,7 @@ class PDEBenchReader:
             raise PDEBenchFormatError(
                 f"file {self._path}: dataset 'tensor' has shape {sol.shape}; layout 'darcy' "
                 "expects [N, 1, X, Y]; if this is a time-dependent file set "
-                "data_processing.layout to 'tensor'"
+                "data_processing.file.layout to 'tensor'"
             )
         expected_nu = (sol.shape[0], *sol.shape[2:])
         if nu.shape != expected_nu:

@@ -27,8 +27,9 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_split_manifest(n_samples: int, cfg: SplitConfig, source_fingerprint: str) -> dict:
-    """Disjoint, seeded trajectory splits.
+def make_split_manifest(n_samples: int, cfg: SplitConfig, source_fingerprint: str,
+                        key: str = "data_processing.split") -> dict:
+    """Disjoint, seeded trajectory splits (``key`` names the parameter block in errors).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...], "n_samples", "seed", "mode",
@@ -38,9 +39,9 @@ def make_split_manifest(n_samples: int, cfg: SplitConfig, source_fingerprint: st
     n_val = max(1, round(cfg.val_fraction * n_samples))
     if n_samples - n_test - n_val < 1:
         raise PDEBenchFormatError(
-            f"{n_samples} trajectories cannot fill test ({n_test}), val ({n_val}) and a non-empty "
-            "train split: use more samples or smaller split fractions"
-        )
+            f"{n_samples} samples cannot fill test ({n_test}), val ({n_val}) and a non-empty "
+            f"train split: use more samples or smaller {key}.val_fraction / "
+            f"{key}.test_fraction")
     rng = np.random.default_rng(cfg.seed)
     if cfg.mode == "pdebench":
         # PDEBench scores on the head of the file; val and train are drawn from the rest.
@@ -90,7 +91,8 @@ def prepare_split(
 ) -> ChunkedArray:
     """Stream one split's downsampled fields, channels-last [N, T', *space', C] float32."""
     if len(indices) == 0:
-        raise PDEBenchFormatError(f"split '{split}' is empty: check data_processing.split fractions")
+        raise PDEBenchFormatError(f"split '{split}' is empty: check data_processing.split."
+                                  "val_fraction / test_fraction")
     path = source["path"]
     with open_pdebench(path, layout=source["layout"], fields=source.get("fields")) as reader:
         spatial = tuple(len(range(0, n, cfg.downsample_space)) for n in reader.spatial_shape)

@@ -19,9 +19,11 @@ from kedro.io import AbstractDataset, DatasetError
 from ups_kedro.atomic import atomic_dir
 from ups_kedro.data.arrays import ArrayBundle, ChunkedArray
 from ups_kedro.datasets.json_dataset import _jsonable
+from ups_kedro.datasets.staging import Deferrable, producer_hint
+from ups_kedro.errors import CorruptArtifactError, MissingUpstreamError
 
 
-class ArrayDataset(AbstractDataset[ArrayBundle | ChunkedArray, ArrayBundle]):
+class ArrayDataset(Deferrable, AbstractDataset[ArrayBundle | ChunkedArray, ArrayBundle]):
     """Folder dataset ``<filepath>/data.npy`` + ``<filepath>/meta.json`` (local, atomic).
 
     Example catalog entry::
@@ -37,17 +39,20 @@ class ArrayDataset(AbstractDataset[ArrayBundle | ChunkedArray, ArrayBundle]):
         self.metadata = metadata
 
     def load(self) -> ArrayBundle:
-        folder = Path(self._filepath)
+        folder = self._read_path()
         data, meta = folder / "data.npy", folder / "meta.json"
         if not data.is_file() or not meta.is_file():
-            raise DatasetError(
-                f"{folder} is missing data.npy or meta.json: run the pipeline that produces it"
-            )
-        array = np.load(data, mmap_mode="r" if self._mmap else None)
-        return ArrayBundle(array=array, meta=json.loads(meta.read_text()))
+            raise MissingUpstreamError(
+                f"{folder} is missing data.npy or meta.json: {producer_hint(self)}")
+        try:
+            array = np.load(data, mmap_mode="r" if self._mmap else None)
+            return ArrayBundle(array=array, meta=json.loads(meta.read_text()))
+        except (ValueError, OSError, EOFError) as exc:  # truncated .npy, bad header, bad JSON
+            raise CorruptArtifactError(
+                f"{folder} is corrupt ({exc}): {producer_hint(self, 're-run')}") from exc
 
     def save(self, data: ArrayBundle | ChunkedArray) -> None:
-        with atomic_dir(self._filepath) as tmp:
+        with atomic_dir(self._write_path()) as tmp:
             if isinstance(data, ArrayBundle):
                 np.save(tmp / "data.npy", np.ascontiguousarray(data.array))
                 meta = data.meta
@@ -62,7 +67,7 @@ class ArrayDataset(AbstractDataset[ArrayBundle | ChunkedArray, ArrayBundle]):
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
 
     def _exists(self) -> bool:
-        return (Path(self._filepath) / "data.npy").is_file()
+        return (self._read_path() / "data.npy").is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "mmap": self._mmap}

@@ -6,12 +6,14 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset
 
 from ups_kedro.atomic import atomic_file
+from ups_kedro.datasets.staging import Deferrable, producer_hint
+from ups_kedro.errors import CorruptArtifactError, MissingUpstreamError
 
 
-class AtomicJSONDataset(AbstractDataset[Any, Any]):
+class AtomicJSONDataset(Deferrable, AbstractDataset[Any, Any]):
     """Save/load a JSON-serialisable object at ``filepath`` (local filesystem).
 
     Example catalog entry::
@@ -26,20 +28,22 @@ class AtomicJSONDataset(AbstractDataset[Any, Any]):
         self.metadata = metadata
 
     def load(self) -> Any:
-        path = Path(self._filepath)
+        path = self._read_path()
         if not path.is_file():
-            raise DatasetError(
-                f"{path} does not exist: run the pipeline that produces it first"
-            )
-        with path.open() as f:
-            return json.load(f)
+            raise MissingUpstreamError(f"{path} does not exist: {producer_hint(self)}")
+        try:
+            with path.open() as f:
+                return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptArtifactError(f"{path} is not valid JSON ({exc}): the file is corrupt; "
+                               f"{producer_hint(self, 're-run')}") from exc
 
     def save(self, data: Any) -> None:
-        with atomic_file(self._filepath) as tmp:
+        with atomic_file(self._write_path()) as tmp:
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
     def _exists(self) -> bool:
-        return Path(self._filepath).is_file()
+        return self._read_path().is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}

@@ -142,7 +142,7 @@ def split_steady_samples(steady_raw_source: dict, params: dict[str, Any]) -> dic
     if _steady_off(cfg, steady_raw_source=steady_raw_source):
         return skipped_record(STAGE, "steady_split_manifest", STEADY_OFF)
     manifest = make_split_manifest(steady_raw_source["n_samples"], cfg.steady.split,
-                                   steady_raw_source["fingerprint"])
+                                   steady_raw_source["fingerprint"], "data_processing.steady.split")
     check_disjoint(manifest)
     logger.info("Split %d steady samples: %s", steady_raw_source["n_samples"],
                 {s: len(manifest[s]) for s in SPLITS})

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from ups_kedro.config import parse, to_dict
 from ups_kedro.data.initial_condition import read_coefficients, read_initial_condition
 from ups_kedro.datasets.checkpoint_dataset import CheckpointDataset
+from ups_kedro.errors import InputFileError
 from ups_kedro.evaluation.report import steady_figure, trajectory_figure
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.inference.config import InferenceConfig
@@ -39,8 +40,8 @@ def _load(path: str | None, optional: bool = False) -> dict | None:
     return CheckpointDataset(str(project_root() / path), optional=optional).load()
 
 
-def _surrogate(cfg: InferenceConfig) -> tuple[SurrogateModel, str]:
-    """The model to roll out and a description of where it came from."""
+def _surrogate(cfg: InferenceConfig) -> tuple[SurrogateModel, str, dict]:
+    """The model to roll out, a description of where it came from, its autoencoder checkpoint."""
     if cfg.source == "champion":
         champion = load_registered(cfg.model_name, cfg.alias)
         if champion is None:
@@ -49,13 +50,30 @@ def _surrogate(cfg: InferenceConfig) -> tuple[SurrogateModel, str]:
                              "inference.source: checkpoints")
         model = SurrogateModel(cfg.variant or champion.variant, champion.variant_params)
         model.setup(champion.checkpoints)
-        return model, f"{cfg.model_name} v{champion.version} (@{cfg.alias})"
+        return (model, f"{cfg.model_name} v{champion.version} (@{cfg.alias})",
+                champion.checkpoints["autoencoder"])
     paths = cfg.checkpoints
     checkpoints = {stage: _load(getattr(paths, stage), optional=stage not in STAGES[:2])
                    for stage in STAGES}
     model = SurrogateModel(cfg.variant or "operator", to_dict(cfg.variants))
     model.setup(checkpoints)
-    return model, "checkpoints " + ", ".join(f"{k}={getattr(paths, k)}" for k in STAGES)
+    return (model, "checkpoints " + ", ".join(f"{k}={getattr(paths, k)}" for k in STAGES),
+            checkpoints["autoencoder"])
+
+
+def _check_grid(u0: np.ndarray, autoencoder: dict, path: Any) -> None:
+    """``u0 [B, *space, C]`` is on the grid the model was trained on (else say so in user terms)."""
+    encoder = (autoencoder.get("config") or {}).get("encoder") or {}
+    grid, channels = encoder.get("grid_shape"), encoder.get("in_channels")
+    if grid is None or channels is None:
+        return
+    if tuple(u0.shape[1:-1]) != tuple(grid) or u0.shape[-1] != channels:
+        raise InputFileError(
+            f"inference.initial_condition.path: {path} gives fields on a grid of "
+            f"{tuple(u0.shape[1:-1])} points with {u0.shape[-1]} channel(s), but the model was "
+            f"trained on {tuple(grid)} points with {channels} channel(s): give data on that grid "
+            "(for a PDEBench file set inference.initial_condition.space_stride to the training "
+            "data's data_processing.downsample_space)")
 
 
 def _grid(n: int) -> np.ndarray:
@@ -70,8 +88,9 @@ def run_inference(params: dict[str, Any]) -> tuple[dict, Figure]:
     samples = None if ic.samples is None else list(ic.samples)
     if cfg.mode == "steady":
         return _steady(cfg, path, samples)
-    model, origin = _surrogate(cfg)
+    model, origin, autoencoder = _surrogate(cfg)
     u0 = read_initial_condition(path, samples, ic.frame, ic.space_stride)
+    _check_grid(u0, autoencoder, path)
     pred = model.predict(None, u0, {"n_steps": cfg.n_steps})  # [B, n, *space, C]
     tensor = np.concatenate([u0[:, None], pred], axis=1)
     dt = model.surrogate.dt

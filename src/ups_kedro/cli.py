@@ -1,0 +1,213 @@
+"""Project CLI: ``kedro run`` that ends the project's own errors with one clear line.
+
+Kedro picks up ``cli`` (project commands) and ``run`` (used by ``python -m ups_kedro``) from this
+module; our ``run`` takes every option of Kedro's and adds:
+
+* **One line for a user error.**  An error the user fixes (:class:`~ups_kedro.errors.UserError`,
+  a dataset that cannot be loaded, a lineage check of ours) ends the run with
+  ``Error: <message>`` and exit code 1.  The traceback goes to the log file
+  (``ups_kedro.log``, see ``conf/logging.yml``); ``--verbose-errors`` or ``UPS_VERBOSE=1``
+  shows it on the terminal as well.  Anything else is a bug and keeps its full traceback.
+* **Interrupts.**  Ctrl-C and SIGTERM end with one line, exit code 130 / 143, and the MLflow run
+  closed as ``KILLED`` (:mod:`ups_kedro.run_status`).
+* **``--pipeline`` without a deprecation warning.**  Kedro deprecates ``--pipeline`` in favour of
+  ``--pipelines``; both are accepted here, ``--pipeline`` as a plain alias (comma-separated too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import traceback
+import warnings
+from typing import Any
+
+import click
+from kedro.framework.cli.project import run as _kedro_run
+
+from ups_kedro.errors import UserError
+
+VERBOSE_ENV = "UPS_VERBOSE"
+logger = logging.getLogger("ups_kedro.cli")
+
+
+#: Library deprecation notices a user cannot act on (they concern Kedro's and MLflow's own code).
+_NOISE = (
+    r"register_new_resolver\(\) is deprecated",       # omegaconf, called by Kedro / kedro-mlflow
+    r".*Add type hints to the `predict` method",       # mlflow, on kedro-mlflow's model class
+    r"Option '--pipeline' is deprecated",             # Kedro; our run accepts --pipeline
+    # torch, once per process, on a read-only memory-mapped chunk that is only read
+    r"The given NumPy array is not writable",
+)
+
+
+class _NoiseFilter(logging.Filter):
+    """Drops captured warnings whose text matches :data:`_NOISE`."""
+
+    _patterns = tuple(re.compile(pattern) for pattern in _NOISE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(pattern.search(text) for pattern in self._patterns)
+
+
+def quiet_library_warnings() -> None:
+    """Silence :data:`_NOISE`; show every other Python warning on the terminal again.
+
+    ``conf/logging.yml`` sends warnings to the log file only, so the notices emitted while Kedro
+    loads its plugins (before any project code runs) stay off the terminal; from here on the
+    filters drop the noise and the terminal handlers get the remaining warnings back.
+    """
+    for pattern in _NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    captured = logging.getLogger("py.warnings")
+    if not any(isinstance(f, _NoiseFilter) for f in captured.filters):
+        # Also at the logger: a library may reset the warning filters (catch_warnings, "always").
+        captured.addFilter(_NoiseFilter())
+    if not captured.propagate:
+        for handler in logging.getLogger().handlers:
+            if not isinstance(handler, logging.FileHandler) and handler not in captured.handlers:
+                captured.addHandler(handler)
+
+
+quiet_library_warnings()
+
+
+@click.group(name="ups_kedro")
+def cli() -> None:
+    """Commands of the ups_kedro project."""
+
+
+def _verbose(flag: bool) -> bool:
+    return flag or os.environ.get(VERBOSE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes/contexts, outermost first (no cycles)."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+#: Modules whose explicit ``raise ValueError`` is a validation message (a wrong pipeline name,
+#: a bad configuration file), not a bug.
+_VALIDATING = ("ups_kedro.", "kedro.framework.", "kedro.config.")
+
+
+def _raised_by_us(exc: BaseException) -> bool:
+    """The innermost frame that raised ``exc`` is project (or Kedro configuration) code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return module.startswith(_VALIDATING)
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The error to report in one line, or ``None`` when ``exc`` is a bug (keep the traceback).
+
+    Ours are :class:`UserError` (anywhere in the cause chain: Kedro wraps dataset errors), the
+    errors of project modules' own classes (e.g. a non-finite loss), and ``ValueError`` /
+    ``FileNotFoundError`` raised by a ``raise`` statement in project code (validation).
+    """
+    from kedro.io import DatasetError
+
+    chain = _chain(exc)
+    for err in chain:
+        if isinstance(err, UserError) or type(err).__module__.startswith("ups_kedro."):
+            return err
+    unknown = _unknown_pipeline(chain)
+    if unknown is not None:
+        return unknown
+    for err in chain:
+        if isinstance(err, (ValueError, FileNotFoundError, DatasetError)) and _raised_by_us(err):
+            return err
+    if isinstance(exc, DatasetError):  # Kedro's own load/save failures (missing file, ...)
+        return exc
+    from ups_kedro.run_status import tracking_error
+
+    return tracking_error(exc)
+
+
+def _unknown_pipeline(chain: list[BaseException]) -> UserError | None:
+    """Kedro imports ``ups_kedro.pipelines.<name>`` for ``--pipeline <name>``: a misspelt name
+    surfaces as an ImportError of that module."""
+    for err in chain:
+        match = re.search(r"importing the 'ups_kedro\.pipelines\.(\w+)' module", str(err))
+        if isinstance(err, ImportError) and match:
+            import pkgutil
+
+            import ups_kedro.pipelines as stages
+
+            names = sorted(m.name for m in pkgutil.iter_modules(stages.__path__) if m.ispkg)
+            return UserError(f"there is no pipeline named {match.group(1)!r}: use one of "
+                             f"{', '.join(names)} (or none for the whole chain)")
+    return None
+
+
+def one_line(err: BaseException) -> str:
+    """The message on one line (Kedro's wrappers put the cause on a new line)."""
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    return text or type(err).__name__
+
+
+def _run(verbose_errors: bool, pipeline: str | None, pipelines: list[str], **kwargs: Any) -> Any:
+    if pipeline and pipelines:
+        raise click.UsageError("use either --pipeline or --pipelines, not both")
+    if pipeline:
+        pipelines = [name.strip() for name in pipeline.split(",") if name.strip()]
+    from ups_kedro import run_status
+
+    try:
+        return _kedro_run.callback(pipeline=None, pipelines=pipelines, **kwargs)
+    except KeyboardInterrupt:
+        reason = run_status.interrupt_reason() or "SIGINT"
+        run_id = run_status.end_interrupted(reason)
+        where = f"; MLflow run {run_id} marked KILLED" if run_id else ""
+        click.secho(f"Interrupted ({reason}){where}. Run the same command again to resume.",
+                    fg="yellow", err=True)
+        sys.exit(143 if reason == "SIGTERM" else 130)
+    except Exception as exc:  # noqa: BLE001 - sorted into ours (one line) and bugs (re-raised)
+        err = user_error(exc)
+        if err is None or _verbose(verbose_errors):
+            raise
+        logger.debug("kedro run failed:\n%s", "".join(traceback.format_exception(exc)))
+        _to_log_file(exc)
+        click.secho(f"Error: {one_line(err)}", fg="red", err=True)
+        click.echo(f"(traceback: --verbose-errors or {VERBOSE_ENV}=1; also in ups_kedro.log)",
+                   err=True)
+        sys.exit(1)
+
+
+def _to_log_file(exc: BaseException) -> None:
+    """Write the traceback to the file handlers of the root logger only (not the terminal)."""
+    record = logging.LogRecord("ups_kedro.cli", logging.ERROR, __file__, 0,
+                               "kedro run failed", None, (type(exc), exc, exc.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _params() -> list[click.Parameter]:
+    params = []
+    for param in _kedro_run.params:
+        if param.name == "pipeline":
+            param = click.Option(["--pipeline", "-p"], type=str, default=None,
+                                 help="Name(s) of the registered pipeline(s) to run, "
+                                      "comma-separated (same as --pipelines).")
+        params.append(param)
+    params.append(click.Option(["--verbose-errors"], is_flag=True, default=False,
+                               help=f"Show the full traceback of a failed run (or set "
+                                    f"{VERBOSE_ENV}=1)."))
+    return params
+
+
+run = click.Command(name="run", callback=_run, params=_params(), help=_kedro_run.help,
+                    short_help=_kedro_run.short_help)
+cli.add_command(run)
