@@ -70,15 +70,15 @@ def test_skip_decoder_interpolates_between_grid_points(spatial_dims: int) -> Non
 
 def test_skip_path_learns_the_inverse_from_a_random_unpatch() -> None:
     """The skip path is trainable: with its unpatch re-randomised (error ~ the field itself),
-    a few hundred Adam steps on reconstruction bring the error down by orders of magnitude."""
+    a hundred Adam steps on reconstruction bring the error down by orders of magnitude."""
     torch.manual_seed(0)
     ae = _skip_ae(1, 1, 8)
     with torch.no_grad():
         ae.decoder.unpatch.weight.normal_(std=0.3)
-    u = torch.randn(16, *GRIDS[1], 1)
+    u = torch.randn(8, *GRIDS[1], 1)
     start = (ae(u)[1] - u).pow(2).mean().item()
-    opt = torch.optim.Adam(ae.parameters(), lr=1e-2)
-    for _ in range(300):
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-2)
+    for _ in range(100):
         loss = (ae(u)[1] - u).pow(2).mean()
         opt.zero_grad()
         loss.backward()
