@@ -103,3 +103,33 @@ def test_configs_without_the_field_still_build() -> None:
     assert dec.cfg.skip_patch_size == 0 and not hasattr(dec, "unpatch")
     z = torch.randn(2, TOKENS[1], 8)
     assert dec(z, torch.rand(5, 1)).shape == (2, 5, 1)
+
+
+def test_skip_only_decoder_is_linear_and_has_no_residual() -> None:
+    """local_features off and no attention: the decoder is the skip path alone (linear in z),
+    which the validation accepts only with the skip path on."""
+    torch.manual_seed(0)
+    dec = AnyPointDecoder(decoder_cfg(1, 1, local_features=False, num_layers=0,
+                                      skip_patch_size=PATCH))
+    assert not dec.residual and not hasattr(dec, "head_w2")
+    assert {name.split(".")[0] for name, _ in dec.named_parameters()} == {"unpatch"}
+    z1, z2, coords = torch.randn(2, TOKENS[1], 8), torch.randn(2, TOKENS[1], 8), torch.rand(9, 1)
+    bias = dec(torch.zeros_like(z1), coords)
+    assert torch.allclose(dec(z1 + 2 * z2, coords) - bias,
+                          (dec(z1, coords) - bias) + 2 * (dec(z2, coords) - bias), atol=1e-5)
+    with pytest.raises(ValueError, match=r"any_point_decoder\.num_layers"):
+        AnyPointDecoder(decoder_cfg(1, 1, local_features=False, num_layers=0))
+
+
+def test_latent_basis_follows_the_seed_not_the_decoder_architecture() -> None:
+    """The orthogonal patch embedding is drawn from its own seeded generator: the same seed
+    gives the same latents whatever residual the decoder has, another seed another basis."""
+    def encoder_weight(seed: int, **dec_kw: object) -> torch.Tensor:
+        torch.manual_seed(seed)
+        enc = encoder_cfg(1, 1, patch_size=PATCH)
+        dec = decoder_cfg(1, 1, local_mode="cell", skip_patch_size=PATCH, **dec_kw)
+        return Autoencoder(AutoencoderConfig(enc, dec)).encoder.proj.weight
+
+    plain = encoder_weight(0, local_features=False, num_layers=0)
+    assert torch.equal(plain, encoder_weight(0, num_layers=1))
+    assert not torch.equal(plain, encoder_weight(1, local_features=False, num_layers=0))

@@ -75,16 +75,19 @@ class Autoencoder(nn.Module):
 
         ``W`` ``[D, C p^s]`` has orthonormal columns times ``sqrt(D / (C p^s))`` when
         ``D >= C p^s`` (latent RMS = field RMS), so ``pinv(W) W = I``: the skip path inverts
-        the encoder exactly.  The encoder's positional features and biases start at zero (they
-        would be a field-independent offset the unpatch cannot remove); the stem is the identity
-        at init and the decoder's other outputs start at zero, so the whole model is.
+        the encoder exactly (with ``D < C p^s`` it has orthonormal rows: a lossy projection).
+        The encoder's positional features and biases start at zero (they would be a
+        field-independent offset the unpatch cannot remove); the stem is the identity at init
+        and the decoder's other outputs start at zero, so the whole model is.  ``W`` is drawn
+        from its own generator seeded with ``torch.initial_seed()``: the latent basis follows
+        the seed, not how much of the global random stream the decoder's modules consumed.
         """
         proj, unpatch = self.encoder.proj, self.decoder.unpatch
         k = self.cfg.encoder.patch_channels
         d = proj.weight.shape[0]
         w = torch.empty(d, k)
-        nn.init.orthogonal_(w)
-        w *= (d / k) ** 0.5
+        nn.init.orthogonal_(w, generator=torch.Generator().manual_seed(torch.initial_seed()))
+        w *= (max(d, k) / k) ** 0.5
         proj.weight.zero_()
         proj.weight[:, :k] = w
         proj.bias.zero_()

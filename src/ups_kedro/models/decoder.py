@@ -64,7 +64,9 @@ class AnyPointDecoderConfig:
             the tokens' patches tile a ``(side * p)**s`` grid, and a query reads that grid by
             periodic (bi)linear interpolation: exact at the grid's cell centres, continuous
             everywhere else, so the decoder stays "any point".  Everything else in the decoder
-            then learns a residual on top of it (its output layers start at zero).
+            then learns a residual on top of it (its output layers start at zero); with
+            ``local_features`` false and ``num_layers`` 0 there is no residual and the decoder is
+            the skip path alone (linear in ``z``, a small fraction of the cost).
     """
 
     latent_dim: int
@@ -122,10 +124,11 @@ class AnyPointDecoderConfig:
             f"must be >= 0 (0 turns the linear skip path off), got {self.skip_patch_size}",
         )
         check(
-            self.num_layers >= 1 or self.local_features,
+            self.num_layers >= 1 or self.local_features or self.skip_patch_size > 0,
             where,
             "num_layers",
-            "must be >= 1 when local_features is false (the output would ignore z)",
+            "must be >= 1 when local_features is false and skip_patch_size is 0 (the output "
+            "would ignore z)",
         )
 
 
@@ -169,7 +172,17 @@ class AnyPointDecoder(nn.Module):
         self.register_buffer("freqs", freqs, persistent=False)
         self.register_buffer("token_pos", token_positions(cfg.latent_tokens, s), persistent=False)
         n_pos = 2 * s * len(cfg.fourier_freqs)
+        # Without local features or attention the residual would read positions only (not z):
+        # then the decoder is the skip path alone and none of the modules below exist.
+        self.residual = cfg.local_features or cfg.num_layers > 0
+        if self.residual:
+            self._build_residual(n_pos)
+        if cfg.skip_patch_size:
+            self._build_skip()
 
+    def _build_residual(self, n_pos: int) -> None:
+        """Query/token embeddings, local features, attention blocks and the per-field heads."""
+        cfg, s, hid = self.cfg, self.cfg.spatial_dims, self.cfg.hidden_dim
         self.query_embed = nn.Linear(n_pos, hid)
         if cfg.num_layers:  # tokens for cross-attention, with a positional embedding
             self.token_proj = nn.Linear(cfg.latent_dim, hid)
@@ -214,16 +227,18 @@ class AnyPointDecoder(nn.Module):
         self.head_w2 = nn.Parameter(torch.empty(c, m).uniform_(-bound, bound))
         self.head_b2 = nn.Parameter(torch.empty(c).uniform_(-bound, bound))
 
-        if cfg.skip_patch_size:
-            p = cfg.skip_patch_size
-            self.unpatch = nn.Linear(cfg.latent_dim, c * p**s)
-            bits = torch.tensor(list(itertools.product((0, 1), repeat=s)), dtype=torch.long)
-            grid = self.side * p
-            strides = torch.tensor([grid ** (s - 1 - d) for d in range(s)], dtype=torch.long)
-            self.register_buffer("skip_bits", bits, persistent=False)  # [2^s, s]
-            self.register_buffer("skip_strides", strides, persistent=False)
-            # The skip path carries the field; the rest learns a correction and starts silent,
-            # so a decoder whose unpatch inverts the encoder's patch embedding is exact at init.
+    def _build_skip(self) -> None:
+        """The unpatch map and the interpolation stencil of the linear skip path."""
+        cfg, s, p = self.cfg, self.cfg.spatial_dims, self.cfg.skip_patch_size
+        self.unpatch = nn.Linear(cfg.latent_dim, cfg.out_channels * p**s)
+        bits = torch.tensor(list(itertools.product((0, 1), repeat=s)), dtype=torch.long)
+        grid = self.side * p
+        strides = torch.tensor([grid ** (s - 1 - d) for d in range(s)], dtype=torch.long)
+        self.register_buffer("skip_bits", bits, persistent=False)  # [2^s, s]
+        self.register_buffer("skip_strides", strides, persistent=False)
+        if self.residual:
+            # The skip path carries the field; the residual learns a correction and starts
+            # silent, so a decoder whose unpatch inverts the patch embedding is exact at init.
             nn.init.zeros_(self.head_w2)
             nn.init.zeros_(self.head_b2)
             if hasattr(self, "local_linear"):
@@ -321,6 +336,8 @@ class AnyPointDecoder(nn.Module):
         """
         b = z.shape[0]
         coords = torch.remainder(coords, 1.0)
+        if not self.residual:
+            return self._skip(z, coords)
         x = self.query_embed(fourier_features(coords, self.freqs))  # [Q, H] | [B, Q, H]
         if coords.dim() == 2:
             x = x.unsqueeze(0)
