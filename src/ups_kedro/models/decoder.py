@@ -6,7 +6,10 @@ the token cell around it (2 in 1D, 4 in 2D), combines each with the query's offs
 token (a product path and an additive GELU path), and blends the corners with periodic
 (bi)linear interpolation weights.  The local path is what lets a few dozen tokens represent
 sharp fronts; the blend keeps the output continuous in the query position, so the decoder
-stays resolution-free ("any point").
+stays resolution-free ("any point").  An optional linear "unpatch" skip path (see
+``skip_patch_size``) maps every token back to its patch's grid values and interpolates them, so
+a decoder paired with a linear patch embedding can be the exact inverse of the encoder; the
+paths above then learn a residual on top of it, or are switched off.
 
 Shapes: ``z [B, N, D]``, coords ``[Q, s]`` or ``[B, Q, s]`` -> ``[B, Q, C]``; ``H`` =
 ``hidden_dim``, ``K = 2**s`` corners.
