@@ -6,7 +6,10 @@ the token cell around it (2 in 1D, 4 in 2D), combines each with the query's offs
 token (a product path and an additive GELU path), and blends the corners with periodic
 (bi)linear interpolation weights.  The local path is what lets a few dozen tokens represent
 sharp fronts; the blend keeps the output continuous in the query position, so the decoder
-stays resolution-free ("any point").
+stays resolution-free ("any point").  An optional linear "unpatch" skip path (see
+``skip_patch_size``) maps every token back to its patch's grid values and interpolates them, so
+a decoder paired with a linear patch embedding can be the exact inverse of the encoder; the
+paths above then learn a residual on top of it, or are switched off.
 
 Shapes: ``z [B, N, D]``, coords ``[Q, s]`` or ``[B, Q, s]`` -> ``[B, Q, C]``; ``H`` =
 ``hidden_dim``, ``K = 2**s`` corners.
@@ -58,6 +61,15 @@ class AnyPointDecoderConfig:
             its own patch, the offset features say where inside it).  ``"cell"`` can be
             discontinuous at patch edges but is near-lossless where ``"blend"`` is not
             (1D Burgers, 256 points in 32 x 16 tokens: val nRMSE see parameters_autoencoder).
+        skip_patch_size: points per token and axis of the linear "unpatch" skip path; 0 turns
+            it off.  With ``p > 0`` a learned ``Linear(D -> C * p**s)`` turns every token into
+            the ``p**s`` grid values of its own patch (the inverse of a linear patch embedding),
+            the tokens' patches tile a ``(side * p)**s`` grid, and a query reads that grid by
+            periodic (bi)linear interpolation: exact at the grid's cell centres, continuous
+            everywhere else, so the decoder stays "any point".  Everything else in the decoder
+            then learns a residual on top of it (its output layers start at zero); with
+            ``local_features`` false and ``num_layers`` 0 there is no residual and the decoder is
+            the skip path alone (linear in ``z``, a small fraction of the cost).
     """
 
     latent_dim: int
@@ -72,6 +84,7 @@ class AnyPointDecoderConfig:
     local_features: bool = True
     local_freqs: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
     local_mode: str = "blend"
+    skip_patch_size: int = 0
 
     def validate(self, where: str = "any_point_decoder") -> None:
         """Raise ``ValueError`` naming the offending field."""
@@ -108,10 +121,17 @@ class AnyPointDecoderConfig:
             f"must be one of {LOCAL_MODES}, got {self.local_mode!r}",
         )
         check(
-            self.num_layers >= 1 or self.local_features,
+            self.skip_patch_size >= 0,
+            where,
+            "skip_patch_size",
+            f"must be >= 0 (0 turns the linear skip path off), got {self.skip_patch_size}",
+        )
+        check(
+            self.num_layers >= 1 or self.local_features or self.skip_patch_size > 0,
             where,
             "num_layers",
-            "must be >= 1 when local_features is false (the output would ignore z)",
+            "must be >= 1 when local_features is false and skip_patch_size is 0 (the output "
+            "would ignore z)",
         )
 
 
@@ -155,7 +175,17 @@ class AnyPointDecoder(nn.Module):
         self.register_buffer("freqs", freqs, persistent=False)
         self.register_buffer("token_pos", token_positions(cfg.latent_tokens, s), persistent=False)
         n_pos = 2 * s * len(cfg.fourier_freqs)
+        # Without local features or attention the residual would read positions only (not z):
+        # then the decoder is the skip path alone and none of the modules below exist.
+        self.residual = cfg.local_features or cfg.num_layers > 0
+        if self.residual:
+            self._build_residual(n_pos)
+        if cfg.skip_patch_size:
+            self._build_skip()
 
+    def _build_residual(self, n_pos: int) -> None:
+        """Query/token embeddings, local features, attention blocks and the per-field heads."""
+        cfg, s, hid = self.cfg, self.cfg.spatial_dims, self.cfg.hidden_dim
         self.query_embed = nn.Linear(n_pos, hid)
         if cfg.num_layers:  # tokens for cross-attention, with a positional embedding
             self.token_proj = nn.Linear(cfg.latent_dim, hid)
@@ -199,6 +229,24 @@ class AnyPointDecoder(nn.Module):
         bound = 1.0 / math.sqrt(m)
         self.head_w2 = nn.Parameter(torch.empty(c, m).uniform_(-bound, bound))
         self.head_b2 = nn.Parameter(torch.empty(c).uniform_(-bound, bound))
+
+    def _build_skip(self) -> None:
+        """The unpatch map and the interpolation stencil of the linear skip path."""
+        cfg, s, p = self.cfg, self.cfg.spatial_dims, self.cfg.skip_patch_size
+        self.unpatch = nn.Linear(cfg.latent_dim, cfg.out_channels * p**s)
+        bits = torch.tensor(list(itertools.product((0, 1), repeat=s)), dtype=torch.long)
+        grid = self.side * p
+        strides = torch.tensor([grid ** (s - 1 - d) for d in range(s)], dtype=torch.long)
+        self.register_buffer("skip_bits", bits, persistent=False)  # [2^s, s]
+        self.register_buffer("skip_strides", strides, persistent=False)
+        if self.residual:
+            # The skip path carries the field; the residual learns a correction and starts
+            # silent, so a decoder whose unpatch inverts the patch embedding is exact at init.
+            nn.init.zeros_(self.head_w2)
+            nn.init.zeros_(self.head_b2)
+            if hasattr(self, "local_linear"):
+                nn.init.zeros_(self.local_linear.weight)
+                nn.init.zeros_(self.local_linear.bias)
 
     def _token_conv(self, z: torch.Tensor) -> torch.Tensor:
         """``z [B, N, D]`` -> ``[B, N, 2H]`` through the periodic conv on the token grid."""
@@ -245,6 +293,40 @@ class AnyPointDecoder(nn.Module):
         local = (weight.unsqueeze(-1).to(a.dtype) * a).sum(-2)  # [B, Q, H]
         return self.local_out(local)
 
+    def skip_grid(self, z: torch.Tensor) -> torch.Tensor:
+        """The skip path's field on its grid: ``z [B, N, D]`` -> ``[B, C, *(side * p,) * s]``.
+
+        Token ``j``'s ``C * p**s`` values are laid out like the encoder's patchify (channel-major,
+        then row-major inside the patch), so an unpatch that inverts the patch embedding
+        reproduces the field.
+        """
+        b, c, p, side = z.shape[0], self.cfg.out_channels, self.cfg.skip_patch_size, self.side
+        v = self.unpatch(z)  # [B, N, C * p^s]
+        if self.cfg.spatial_dims == 1:
+            return v.reshape(b, side, c, p).permute(0, 2, 1, 3).reshape(b, c, side * p)
+        return F.pixel_shuffle(v.transpose(1, 2).reshape(b, c * p * p, side, side), p)
+
+    def _skip(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Periodic (bi)linear read of the skip grid at ``coords [(B,) Q, s]`` -> ``[B, Q, C]``."""
+        grid = self.skip_grid(z)
+        b, c, m = grid.shape[0], grid.shape[1], grid.shape[-1]
+        bits = self.skip_bits  # [K, s]
+        t = coords.float() * m - 0.5  # grid coordinate; grid point k's centre sits at t = k
+        base = torch.floor(t)
+        w = (t - base).unsqueeze(-2)  # [.., Q, 1, s]
+        weight = torch.where(bits.bool(), w, 1.0 - w).prod(-1)  # [.., Q, K]
+        idx = torch.remainder(base.long().unsqueeze(-2) + bits, m)  # [.., Q, K, s]
+        flat = (idx * self.skip_strides).sum(-1)  # [.., Q, K]
+        values = grid.reshape(b, c, -1)  # [B, C, M^s]
+        if flat.dim() == 2:  # coords shared by the batch
+            picked = values[:, :, flat.reshape(-1)]
+        else:
+            picked = torch.gather(values, 2, flat.reshape(b, 1, -1).expand(-1, c, -1))
+        picked = picked.reshape(b, c, *flat.shape[-2:])  # [B, C, Q, K]
+        if weight.dim() == 3:
+            weight = weight.unsqueeze(1)  # [B, 1, Q, K]
+        return (picked * weight.to(picked.dtype)).sum(-1).transpose(1, 2)  # [B, Q, C]
+
     def forward(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """Decode at points.
 
@@ -257,6 +339,8 @@ class AnyPointDecoder(nn.Module):
         """
         b = z.shape[0]
         coords = torch.remainder(coords, 1.0)
+        if not self.residual:
+            return self._skip(z, coords)
         x = self.query_embed(fourier_features(coords, self.freqs))  # [Q, H] | [B, Q, H]
         if coords.dim() == 2:
             x = x.unsqueeze(0)
@@ -275,7 +359,11 @@ class AnyPointDecoder(nn.Module):
         h = F.gelu(self.head_fc1(self.head_norm(x)))  # [B, Q, C*M]
         h = h.reshape(*h.shape[:-1], self.cfg.out_channels, self.cfg.mlp_hidden)
         out = (h * self.head_w2).sum(-1) + self.head_b2  # [B, Q, C]
-        return out if direct is None else out + direct
+        if direct is not None:
+            out = out + direct
+        if self.cfg.skip_patch_size:
+            out = out + self._skip(z, coords)
+        return out
 
     def decode_grid(
         self, z: torch.Tensor, grid_shape: tuple[int, ...] | list[int]

@@ -34,6 +34,7 @@ class DecoderParams:
     local_features: bool = True
     local_freqs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     local_mode: str = "blend"    # parameters_autoencoder.yml picks "cell"; steady_prior shares this
+    linear_skip: bool = False    # unpatch skip path (decoder.skip_patch_size = encoder.patch_size)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ def build_autoencoder(cfg: AutoencoderStageConfig, shape: tuple[int, ...]):
                "stem_layers": cfg.encoder.stem_layers,
                "fourier_freqs": list(cfg.encoder.fourier_freqs)}
     decoder = {**common, "out_channels": channels, **{
-        k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg.decoder).items()}}
+        k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg.decoder).items()
+        if k != "linear_skip"}}
+    decoder["skip_patch_size"] = cfg.encoder.patch_size if cfg.decoder.linear_skip else 0
     return build_model("autoencoder", {"encoder": encoder, "decoder": decoder})
 
 
@@ -77,8 +79,12 @@ def train_autoencoder(
                                ("axes", "channels", "dt", "t", "coords", "initial_step")}},
     )
     ckpt["lineage"]["encoder_hash"] = module_hash(load_module(ckpt).encoder)
-    logger.info("autoencoder: best epoch %d, val loss %.3e, encoder hash %s",
-                result.best_epoch, result.best_val_loss, ckpt["lineage"]["encoder_hash"])
+    if result.epochs_run == 0:  # e.g. linear_skip: the initial inverse pair is kept as is
+        logger.info("autoencoder: not trained (train.epochs = 0), encoder hash %s",
+                    ckpt["lineage"]["encoder_hash"])
+    else:
+        logger.info("autoencoder: best epoch %d, val loss %.3e, encoder hash %s",
+                    result.best_epoch, result.best_val_loss, ckpt["lineage"]["encoder_hash"])
     return ckpt
 
 
