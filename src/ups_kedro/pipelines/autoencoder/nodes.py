@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ups_kedro.config import parse
+from ups_kedro.config import ConfigError, parse
 from ups_kedro.data.torch_data import FrameDataset, normaliser_tensors
 from ups_kedro.datasets.array_dataset import ArrayBundle, ChunkedArray
 from ups_kedro.evaluation import metrics
@@ -32,10 +32,23 @@ def _config(params: dict[str, Any]) -> AutoencoderStageConfig:
     return parse(AutoencoderStageConfig, params, STAGE)
 
 
+def _check_token_grid(tokens: int, dims: int) -> None:
+    """The tokens form a grid of the data's dimension: refuse a count that is not a power."""
+    side = round(tokens ** (1 / dims)) if tokens > 0 else 0
+    if tokens < 1 or side ** dims != tokens:
+        kind = {1: "a positive integer", 2: "a perfect square", 3: "a perfect cube"}.get(
+            dims, f"a perfect {dims}-th power")
+        examples = sorted({max(side, 1) ** dims, (max(side, 1) + 1) ** dims})
+        raise ConfigError(
+            f"autoencoder.latent.tokens={tokens} must be {kind} for {dims}D data (the tokens "
+            f"form a grid), e.g. {' or '.join(map(str, examples))}")
+
+
 def build_autoencoder(cfg: AutoencoderStageConfig, shape: tuple[int, ...]):
     """An untrained Autoencoder sized from the parameters and the data shape [N, T, *space, C]."""
     grid = tuple(int(n) for n in shape[2:-1])
     channels = int(shape[-1])
+    _check_token_grid(cfg.latent.tokens, len(grid))
     common = {"latent_dim": cfg.latent.dim, "latent_tokens": cfg.latent.tokens,
               "spatial_dims": len(grid)}
     encoder = {**common, "in_channels": channels, "grid_shape": list(grid),
