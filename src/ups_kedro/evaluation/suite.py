@@ -20,7 +20,6 @@ from torch import nn
 from ups_kedro.evaluation.rollout import scored_frames
 from ups_kedro.evaluation.rollout_file import RolloutSet
 from ups_kedro.evaluation.solver_reference import SolverSpec, solver_rollout
-from ups_kedro.models.corrector import RolloutCorrector
 from ups_kedro.evaluation.variants import (
     Variant,
     corrected_variant,
@@ -29,6 +28,7 @@ from ups_kedro.evaluation.variants import (
     score_variants,
     step_residual,
 )
+from ups_kedro.models.corrector import RolloutCorrector
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ class RolloutDistillParams:
     plus ``lambda_teacher`` × its distance to the teacher's correction of the student's state.
     """
 
-    horizon: int = 6
+    horizon: int | None = None  # null: the whole rollout (see diff_residual.corrector)
+    first_start: int | None = None  # null: initial_step - 1 (see diff_residual.corrector)
     train_start_stride: int = 8
     val_start_stride: int = 8
     relative_floor: float = 0.01
@@ -35,7 +36,8 @@ class RolloutDistillParams:
 @dataclass(frozen=True)
 class ConsistencyDistillStageConfig:
     """``rollout``: used when the Stage 2 checkpoint is a rollout corrector (the default).
-    The rest is the consistency distillation of an EDM Stage 2 model, with the original's names: ``distill_num_taus`` τ values per sample tiled into one forward,
+    The rest is the consistency distillation of an EDM Stage 2 model, with the original's
+    names: ``distill_num_taus`` τ values per sample tiled into one forward,
     ``distill_micro_batch`` micro-batches with gradient accumulation, a per-epoch
     ``tau_schedule`` (τ values per sample in epoch e), early stop at ``train.target_loss``,
     ``train.compile`` for the distillation step."""

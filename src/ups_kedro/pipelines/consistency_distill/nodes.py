@@ -1,4 +1,4 @@
-"""Nodes of ``consistency_distill`` (Stage 3): distil the Stage 2 corrector into a 1–few step student.
+"""Nodes of ``consistency_distill`` (Stage 3): distil the Stage 2 corrector into a fast student.
 
 A Stage 2 rollout corrector (the default) is distilled into a one-evaluation student trained
 through its own rollout (:func:`_distill_rollout_corrector`).  For an EDM Stage 2 model:
@@ -90,10 +90,12 @@ def _distill_rollout_corrector(cfg: ConsistencyDistillStageConfig, teacher: Roll
     r = cfg.rollout
     torch.manual_seed(r.train.seed)
     student = make_student(teacher)
-    task = UnrolledCorrectorTask(op, r.horizon, r.relative_floor, teacher=teacher,
+    train, horizon = unrolled_windows(latents_train, r.horizon, op.time_stride,
+                                      r.train_start_stride, r.first_start)
+    val, _ = unrolled_windows(latents_val, horizon, op.time_stride, r.val_start_stride,
+                              r.first_start)
+    task = UnrolledCorrectorTask(op, horizon, r.relative_floor, teacher=teacher,
                                  lambda_teacher=r.lambda_teacher)
-    train = unrolled_windows(latents_train, r.horizon, op.time_stride, r.train_start_stride)
-    val = unrolled_windows(latents_val, r.horizon, op.time_stride, r.val_start_stride)
     teacher_run = diff_residual_checkpoint["lineage"].get("mlflow_run_id")
     tag_upstream(STAGE, diff_residual_run=teacher_run, operator_run=op.run_id)
     result = fit(student, task, train, val, r.train, stage=STAGE,

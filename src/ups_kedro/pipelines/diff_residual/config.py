@@ -63,7 +63,12 @@ class CorrectorParams:
     """The rollout corrector and its unrolled training (``method: corrector``)."""
 
     model: CorrectorModelParams = field(default_factory=CorrectorModelParams)
-    horizon: int = 6  # unrolled steps of operator + corrector per training sample
+    #: Unrolled steps of operator + corrector per training window; null: every step left
+    #: after ``first_start`` (the evaluation's whole rollout).
+    horizon: int | None = None
+    #: First start frame of the unrolled windows; null: ``initial_step - 1`` (where the
+    #: evaluation's rollouts start: the given frames before it are never rolled out from).
+    first_start: int | None = None
     train_start_stride: int = 4  # start frames of the unrolled windows (every k-th)
     val_start_stride: int = 8
     relative_floor: float = 0.01  # latent RMS units, see ups_kedro.training.corrector

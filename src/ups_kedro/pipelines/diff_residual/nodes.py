@@ -6,7 +6,8 @@ unrolled ``horizon`` steps from a true latent, loss at every step; see
 ``ups_kedro.training.corrector``).  A corrector trained on one-step targets compounds its own
 small errors instead.
 
-``method: edm`` (the original's conditional diffusion of the residual): given the frozen operator's prediction ẑ = Op(z), the model learns the distribution of
+``method: edm`` (the original's conditional diffusion of the residual): given the frozen
+operator's prediction ẑ = Op(z), the model learns the distribution of
 r = z_next − ẑ: at a diffusion time τ the residual is corrupted with noise of level σ(τ) and the
 network (EDM preconditioning) predicts the clean residual.  A deterministic Heun sampler turns
 noise into r̂ and the corrected prediction is ẑ + r̂.  See ``ups_kedro.training.diffusion``.
@@ -73,11 +74,26 @@ def train_diff_residual(operator_checkpoint: dict, latents_train: ArrayBundle,
     return _train_edm(cfg, op, operator_checkpoint, latents_train, latents_val)
 
 
-def unrolled_windows(latents: ArrayBundle, horizon: int, time_stride: int,
-                     start_stride: int) -> LatentPairDataset:
-    """Windows ``{"z", "z_next": [horizon, N, D]}`` starting at every ``start_stride``-th frame."""
+def unrolled_windows(latents: ArrayBundle, horizon: int | None, time_stride: int,
+                     start_stride: int, first_start: int | None = None,
+                     ) -> tuple[LatentPairDataset, int]:
+    """Windows ``{"z", "z_next": [horizon, N, D]}`` from ``first_start`` (None: the frame the
+    evaluation's rollouts start from, ``initial_step - 1``) at every ``start_stride``-th frame,
+    and the horizon (None: every step left after ``first_start``, the evaluation's rollout).
+
+    Raises ``ValueError`` when no window fits (the horizon is too long for the frames left).
+    """
+    n_frames = latents.array.shape[1]
+    first = int(latents.meta["initial_step"]) - 1 if first_start is None else first_start
+    if horizon is None:
+        horizon = max((n_frames - 1 - first) // time_stride, 1)
+    last = n_frames - 1 - horizon * time_stride
+    if first > last:
+        raise ValueError(f"no unrolled window of horizon {horizon} (time_stride {time_stride}) "
+                         f"fits between frame {first} and the last of {n_frames} frames: lower "
+                         f"the horizon or first_start (at most {max(last, 0)} here)")
     return LatentPairDataset(latents.array, horizon=horizon, time_stride=time_stride,
-                             starts=range(0, latents.array.shape[1], start_stride))
+                             starts=range(first, n_frames, start_stride)), horizon
 
 
 def _train_rollout_corrector(cfg: DiffResidualStageConfig, op: FrozenOperator,
@@ -85,15 +101,17 @@ def _train_rollout_corrector(cfg: DiffResidualStageConfig, op: FrozenOperator,
                              latents_val: ArrayBundle) -> dict:
     """Rollout corrector trained through ``horizon`` unrolled steps of operator + corrector."""
     c = cfg.corrector
-    train = unrolled_windows(latents_train, c.horizon, op.time_stride, c.train_start_stride)
-    val = unrolled_windows(latents_val, c.horizon, op.time_stride, c.val_start_stride)
+    train, horizon = unrolled_windows(latents_train, c.horizon, op.time_stride,
+                                      c.train_start_stride, c.first_start)
+    val, _ = unrolled_windows(latents_val, horizon, op.time_stride, c.val_start_stride,
+                              c.first_start)
     tokens, dim = latents_train.array.shape[-2:]
     torch.manual_seed(c.train.seed)
     model = build_model("rollout_corrector", {
         "latent_dim": int(dim), "latent_tokens": int(tokens),
         "spatial_dims": int(operator_checkpoint["config"].get("spatial_dims", 1)),
         **vars(c.model)})
-    task = UnrolledCorrectorTask(op, c.horizon, c.relative_floor)
+    task = UnrolledCorrectorTask(op, horizon, c.relative_floor)
     tag_upstream(STAGE, operator_run=op.run_id, encoder_hash=op.encoder_hash)
     result = fit(model, task, train, val, c.train, stage=STAGE,
                  state_dir=project_root() / cfg.state_dir,
