@@ -101,6 +101,16 @@ def test_student_of_a_refiner_is_one_evaluation_and_starts_from_its_weights():
     assert student.lift.weight is not teacher.lift.weight
 
 
+def test_student_of_a_frozen_teacher_trains():
+    from ups_kedro.training.artifacts import freeze
+
+    teacher = freeze(RolloutCorrector(RolloutCorrectorConfig(latent_dim=DIM,
+                                                             latent_tokens=TOKENS)))
+    student = make_student(teacher)
+    assert all(p.requires_grad for p in student.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
 @pytest.mark.parametrize("changes, field", [
     ({"kind": "deterministic", "refine_steps": 2}, "refine_steps"),
     ({"spatial_dims": 2, "latent_tokens": 12}, "latent_tokens"),

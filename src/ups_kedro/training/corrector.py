@@ -110,7 +110,8 @@ def make_student(teacher: RolloutCorrector) -> RolloutCorrector:
     steps to a one-shot correction.  The teacher is never modified.
     """
     if teacher.config.kind == "deterministic":
-        return copy.deepcopy(teacher).train()
+        student = copy.deepcopy(teacher).train()
+        return student.requires_grad_(True)  # a frozen teacher's copy would not train
     student = RolloutCorrector(dataclasses.replace(teacher.config, kind="deterministic",
                                                    refine_steps=1, num_samples=1))
     state = {k: v.clone() for k, v in teacher.state_dict().items()}
