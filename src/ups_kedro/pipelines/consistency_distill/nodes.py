@@ -10,6 +10,7 @@ is saved as its own artifact; the Stage 2 checkpoint is only read.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -86,9 +87,16 @@ def _distill_rollout_corrector(cfg: ConsistencyDistillStageConfig, teacher: Roll
 
     No target network: the frozen teacher supplies the targets, so the loop's own state
     (student, optimiser, EMA) is the whole training state and a killed run resumes exactly.
+    A teacher that already takes one evaluation per step is copied (nothing to distil: further
+    training is Stage 2's job, with its own schedule).
     """
     r = cfg.rollout
-    torch.manual_seed(r.train.seed)
+    train_cfg = r.train
+    if teacher.nfe == 1:
+        logger.info("consistency_distill: the Stage 2 corrector already takes one network "
+                    "evaluation per step; the student is its copy (no training)")
+        train_cfg = dataclasses.replace(train_cfg, epochs=0)
+    torch.manual_seed(train_cfg.seed)
     student = make_student(teacher)
     train, horizon = unrolled_windows(latents_train, r.horizon, op.time_stride,
                                       r.train_start_stride, r.first_start)
@@ -98,12 +106,12 @@ def _distill_rollout_corrector(cfg: ConsistencyDistillStageConfig, teacher: Roll
                                  lambda_teacher=r.lambda_teacher)
     teacher_run = diff_residual_checkpoint["lineage"].get("mlflow_run_id")
     tag_upstream(STAGE, diff_residual_run=teacher_run, operator_run=op.run_id)
-    result = fit(student, task, train, val, r.train, stage=STAGE,
+    result = fit(student, task, train, val, train_cfg, stage=STAGE,
                  state_dir=project_root() / cfg.state_dir,
                  fingerprint=run_fingerprint(cfg, f"{op.encoder_hash}:{teacher_run}"),
                  on_epoch_end=epoch_logger(STAGE))
     return make_checkpoint(
-        student, result, train_config=r.train, normaliser=operator_checkpoint["normaliser"],
+        student, result, train_config=train_cfg, normaliser=operator_checkpoint["normaliser"],
         lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash, operator_run_id=op.run_id,
                              diff_residual_run_id=teacher_run,
                              split_manifest_hash=latents_train.meta["split_manifest_hash"]))
