@@ -156,3 +156,17 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(chain: Path) -> None:
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id,
                                                                        "operator/loss")]
     assert steps == [1, 2, 3, 4]
+
+
+def test_edm_residual_diffusion_stays_an_option(chain: Path) -> None:
+    """``diff_residual.method: edm`` trains the original's diffusion model; Stage 3 then runs
+    the consistency distillation of it (the rollout path is for rollout correctors only)."""
+    run_kedro(chain, "diff_residual", params={"diff_residual": {"method": "edm"}})
+    run_kedro(chain, "consistency_distill")
+    diff, student = _ckpt(chain, "diff_residual"), _ckpt(chain, "consistency_distill")
+    assert diff["kind"] == student["kind"] == "diffusion_residual"
+    assert diff["config"]["parameterisation"] == "edm"
+    assert student["config"]["parameterisation"] == "consistency"
+    metrics = json.loads((chain / "data/smoke/08_reporting/diff_residual_metrics.json")
+                         .read_text())
+    assert "val_diff_residual_4step_nrmse" in metrics

@@ -30,7 +30,7 @@ class RolloutDistillParams:
     val_start_stride: int = 8
     relative_floor: float = 0.01
     lambda_teacher: float = 1.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=32))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=16))
 
 
 @dataclass(frozen=True)

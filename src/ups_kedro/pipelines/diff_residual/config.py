@@ -72,7 +72,7 @@ class CorrectorParams:
     train_start_stride: int = 4  # start frames of the unrolled windows (every k-th)
     val_start_stride: int = 8
     relative_floor: float = 0.01  # latent RMS units, see ups_kedro.training.corrector
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=32))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=16))
 
 
 @dataclass(frozen=True)
