@@ -49,8 +49,8 @@ class RolloutCorrectorConfig:
     kernel_size: int = 5
     kind: Literal["deterministic", "refiner"] = "deterministic"
     refine_steps: int = 1
-    sigma_min: float = 1.0e-3
-    sigma_max: float = 3.0e-2
+    sigma_min: float = 2.0e-4
+    sigma_max: float = 2.0e-3
     num_samples: int = 1
 
     def validate(self, where: str = "rollout_corrector") -> None:

@@ -53,8 +53,8 @@ class CorrectorModelParams:
     num_blocks: int = 4
     kernel_size: int = 5
     refine_steps: int = 1
-    sigma_min: float = 1.0e-3
-    sigma_max: float = 3.0e-2
+    sigma_min: float = 2.0e-4
+    sigma_max: float = 2.0e-3
     num_samples: int = 1
 
 
