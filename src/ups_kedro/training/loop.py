@@ -454,6 +454,23 @@ def _validate(
     return sums
 
 
+@torch.no_grad()
+def _validation_metric(task: StageTask, eval_model: nn.Module, cfg: TrainConfig,
+                       device: torch.device) -> float | None:
+    """The task's optional selection metric (``task.validation_metric(model) -> float | None``,
+    lower is better, e.g. a rollout error that the one-step validation loss cannot see)."""
+    fn = getattr(task, "validation_metric", None)
+    if fn is None:
+        return None
+    eval_model.eval()
+    with _isolated_rng(cfg.seed + _VALIDATION_SEED_OFFSET, device):
+        value = fn(eval_model)
+    if value is None:
+        return None
+    # A rollout that blew up (inf/NaN) is the worst epoch, not a training failure.
+    return float(value) if math.isfinite(float(value)) else math.inf
+
+
 def _epoch_metrics(
     train: _Sums,
     val: _Sums | None,
@@ -708,6 +725,10 @@ def fit(
                 )
             )
         selection = val_sums.mean() if val_sums is not None else train_sums.mean()
+        val_metric = (_validation_metric(task, eval_model, cfg, device)
+                      if val_sums is not None else None)
+        if val_metric is not None:
+            selection = val_metric
 
         if selection < progress.best_val:
             progress.best_val = selection
@@ -730,6 +751,8 @@ def fit(
             epoch_time=time.perf_counter() - started,
             train_time=train_time,
         )
+        if val_metric is not None:
+            metrics["val_metric"] = val_metric
         progress.history.append({"epoch": epoch, **metrics})
         progress.epoch = epoch
 
