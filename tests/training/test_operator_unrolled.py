@@ -35,6 +35,8 @@ def test_curriculum_grows_the_horizon_to_the_full_rollout() -> None:
     assert [cfg.horizon_at(e) for e in range(1, 7)] == [1, 2, 3, 4, 4, 4]
     assert cfg.horizon_at(None) == 4  # validation: always the full horizon
     assert OperatorLossConfig(**UNROLLED).horizon_at(1) == 4  # no curriculum
+    warm = OperatorLossConfig(**UNROLLED, rollout_warmup_epochs=2, rollout_curriculum_epochs=1)
+    assert [warm.horizon_at(e) for e in range(1, 6)] == [1, 1, 2, 4, 4]
 
 
 @pytest.mark.parametrize("architecture", ["conv_stack", "pdet_unet"])
@@ -70,6 +72,8 @@ def test_gradients_flow_through_the_rollout_unless_truncated() -> None:
     assert not torch.allclose(grads["full"][1], grads["pushforward"][1])
     with pytest.raises(ValueError, match="rollout_grad_steps"):
         OperatorLossConfig(**UNROLLED, rollout_grad_steps=0).validate()
+    with pytest.raises(ValueError, match="rollout_warmup_epochs"):
+        OperatorLossConfig(**UNROLLED, rollout_warmup_epochs=-1).validate()
     with pytest.raises(ValueError, match="rollout_curriculum_epochs"):
         OperatorLossConfig(**UNROLLED, rollout_curriculum_epochs=-1).validate()
 

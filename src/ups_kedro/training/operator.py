@@ -9,9 +9,10 @@ Losses (weights in :class:`OperatorLossConfig`):
 * ``forward``  — MSE(Op(z), z_next[0]) in latent space;
 * ``rollout``  — mean over the H unrolled steps of MSE(Op^h(z), z_next[h-1]) (H = ``rollout_horizon``),
   with gradients through the whole rollout: the operator learns to correct the drift its own
-  earlier steps cause, which a one-step loss never shows it.  ``rollout_curriculum_epochs`` > 0
-  grows the trained horizon linearly from 1 to H over those epochs (short, cheap rollouts while
-  the one-step map is still poor); ``rollout_grad_steps`` truncates back-propagation to the last
+  earlier steps cause, which a one-step loss never shows it.  The first
+  ``rollout_warmup_epochs`` train one step only (cheap: many optimizer steps while the one-step
+  map is still poor), then ``rollout_curriculum_epochs`` > 0 grows the horizon linearly to H
+  over that many epochs (0: straight to H); ``rollout_grad_steps`` truncates back-propagation to the last
   that many steps before each loss term's state (1: the pushforward trick — earlier steps only
   produce a drifted input); validation always rolls out the full H;
 * ``spectral`` — normalised difference of Fourier energy spectra of the one-step prediction along
@@ -54,6 +55,7 @@ class OperatorLossConfig:
     inverse_loss_max_weight: float = 0.05
     relative_floor: float | None = None
     input_noise: float = 0.0
+    rollout_warmup_epochs: int = 0
     rollout_curriculum_epochs: int = 0
     rollout_grad_steps: int | None = None
 
@@ -70,6 +72,9 @@ class OperatorLossConfig:
             raise ValueError(f"loss.rollout_horizon must be ≥ 1, got {self.rollout_horizon}")
         if self.lambda_rollout > 0 and self.rollout_horizon < 2:
             raise ValueError("loss.lambda_rollout > 0 needs loss.rollout_horizon ≥ 2")
+        if self.rollout_warmup_epochs < 0:
+            raise ValueError(f"loss.rollout_warmup_epochs must be ≥ 0, got "
+                             f"{self.rollout_warmup_epochs}")
         if self.rollout_curriculum_epochs < 0:
             raise ValueError(f"loss.rollout_curriculum_epochs must be ≥ 0, got "
                              f"{self.rollout_curriculum_epochs}")
@@ -94,14 +99,16 @@ class OperatorLossConfig:
     def horizon_at(self, epoch: int | None) -> int:
         """Steps unrolled in training epoch ``epoch`` (≥ 1); ``None`` (validation): the full horizon.
 
-        The curriculum grows linearly from 1 at epoch 1 to ``horizon`` at epoch
-        ``rollout_curriculum_epochs + 1`` and stays there.
+        Epochs ``1 .. rollout_warmup_epochs`` train one step; after them the horizon grows
+        linearly and reaches ``horizon`` at epoch ``warmup + rollout_curriculum_epochs + 1``
+        (right after the warm-up when the curriculum is 0), then stays there.
         """
-        full = self.horizon
-        ramp = self.rollout_curriculum_epochs
-        if epoch is None or ramp == 0 or full == 1:
+        full, warm, ramp = self.horizon, self.rollout_warmup_epochs, self.rollout_curriculum_epochs
+        if epoch is None or full == 1:
             return full
-        return min(full, 1 + ((epoch - 1) * (full - 1)) // ramp)
+        if epoch <= warm:
+            return 1
+        return min(full, 1 + ((epoch - warm) * (full - 1)) // (ramp + 1))
 
 
 class OperatorTask:

@@ -40,7 +40,7 @@ class OperatorStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=64))
     time_stride: int = 1
     val_start_stride: int = 4   # validate on every 4th start frame (cheaper, same distribution)
-    train_start_stride: int = 1  # training windows start every n-th frame (1: all)
+    train_start_stride: int = 1  # one random training window start per n frames (1: all)
     select_on_rollout: bool = True  # best epoch by the decoded validation rollout nRMSE
     eval: OperatorEvalParams = field(default_factory=OperatorEvalParams)
     state_dir: str = "data/06_models/state/operator"

@@ -10,6 +10,7 @@ import torch
 
 from ups_kedro.config import ConfigError, parse
 from ups_kedro.data.torch_data import LatentPairDataset, normaliser_tensors
+from ups_kedro.data.windows import JitteredWindowDataset
 from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation import metrics
 from ups_kedro.evaluation.rollout import latent_rollout, one_step_rollout, scored_frames
@@ -115,8 +116,11 @@ def train_operator(
             fields=fields.array if cfg.loss.needs_fields else None,
             normaliser=normaliser if cfg.loss.needs_fields else None, starts=starts)
 
-    train = pairs(latents_train, fields_train,
-                  starts=range(0, latents_train.array.shape[1], cfg.train_start_stride))
+    if cfg.loss.needs_fields:  # the physical losses need the target fields: all start frames
+        train = pairs(latents_train, fields_train)
+    else:
+        train = JitteredWindowDataset(latents_train.array, cfg.loss.horizon, cfg.time_stride,
+                                      cfg.train_start_stride)
     val = pairs(latents_val, fields_val,
                 starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
     tag_upstream(STAGE, encoder_hash=encoder_hash,
