@@ -54,6 +54,19 @@ def test_window_masks_distant_tokens_periodically() -> None:
     assert allowed.tolist() == [True, True, False, False, False, False, False, True]
 
 
+def test_windowed_operator_survives_the_weight_ema() -> None:
+    """The EMA folds float buffers in by lerp: a float -inf mask would turn into NaN."""
+    from ups_kedro.training.ema import create_ema
+
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg("pdet_unet", hidden_dim=16, num_heads=1, window=1))
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    ema = create_ema(op, 0.9)
+    for _ in range(3):
+        ema.update_parameters(op)
+    assert torch.isfinite(ema.module(torch.randn(2, 8, 8), 0.1)).all()
+
+
 def test_blur_downsample_is_antialiased_and_adjoint_of_upsampling() -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 16, 3)

@@ -65,16 +65,18 @@ class RelPosAttention(nn.Module):
         self.rel_bias = nn.Parameter(torch.zeros(num_heads, rows * row_length))
         dr, dc = periodic_offsets(rows, row_length)
         self.register_buffer("rel_index", dr * row_length + dc, persistent=False)
-        mask = torch.zeros(dr.shape)
+        allowed = torch.ones(dr.shape, dtype=torch.bool)
         if window is not None:
             dist_r = torch.minimum(dr, rows - dr)
             dist_c = torch.minimum(dc, row_length - dc)
-            mask = mask.masked_fill((dist_r > window) | (dist_c > window), float("-inf"))
-        self.register_buffer("window_mask", mask, persistent=False)
+            allowed = (dist_r <= window) & (dist_c <= window)
+        # A bool buffer, not a float -inf mask: the EMA averages float buffers, and
+        # lerp(-inf, -inf) is NaN.
+        self.register_buffer("window_allowed", allowed, persistent=False)
 
     def bias(self) -> torch.Tensor:
         """``[heads, N, N]`` additive attention logits (relative-position bias + window mask)."""
-        return self.rel_bias[:, self.rel_index] + self.window_mask
+        return self.rel_bias[:, self.rel_index].masked_fill(~self.window_allowed, float("-inf"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, N, H]`` -> ``[B, N, H]``; ``N`` must equal ``rows * row_length``."""
