@@ -81,7 +81,8 @@ def _h2h(sec: dict) -> list[tuple[str, str]]:
 
 
 ROWS = {"throughput": _throughput, "kedro_overhead": _overhead,
-        "teacher_caching": _caching, "rollout": _rollout, "peak_rss": _rss, "ddp": _ddp, "operator_h2h": _h2h}
+        "teacher_caching": _caching, "rollout": _rollout, "peak_rss": _rss, "ddp": _ddp,
+        "operator_h2h": _h2h}
 
 
 def markdown(result: dict) -> str:

@@ -30,7 +30,8 @@ def periodic_offsets(rows: int, row_length: int) -> tuple[torch.Tensor, torch.Te
 
     Returns:
         ``(dr, dc)``: two ``[N, N]`` long tensors, ``(row_j - row_i) mod rows`` and
-        ``(col_j - col_i) mod row_length`` for query ``i`` and key ``j`` (``N = rows * row_length``).
+        ``(col_j - col_i) mod row_length`` for query ``i`` and key ``j``
+        (``N = rows * row_length``).
     """
     r = torch.arange(rows).repeat_interleave(row_length)
     c = torch.arange(row_length).repeat(rows)

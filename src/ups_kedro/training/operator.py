@@ -7,13 +7,13 @@ Batches come from :class:`~ups_kedro.data.torch_data.LatentPairDataset`:
 Losses (weights in :class:`OperatorLossConfig`):
 
 * ``forward``  — MSE(Op(z), z_next[0]) in latent space;
-* ``rollout``  — mean over the H unrolled steps of MSE(Op^h(z), z_next[h-1]) (H = ``rollout_horizon``),
-  with gradients through the whole rollout: the operator learns to correct the drift its own
+* ``rollout``  — mean over the H unrolled steps of MSE(Op^h(z), z_next[h-1])
+  (H = ``rollout_horizon``), with gradients through the whole rollout: the operator learns to correct the drift its own
   earlier steps cause, which a one-step loss never shows it.  The first
   ``rollout_warmup_epochs`` train one step only (cheap: many optimizer steps while the one-step
   map is still poor), then ``rollout_curriculum_epochs`` > 0 grows the horizon linearly to H
-  over that many epochs (0: straight to H); ``rollout_grad_steps`` truncates back-propagation to the last
-  that many steps before each loss term's state (1: the pushforward trick — earlier steps only
+  over that many epochs (0: straight to H); ``rollout_grad_steps`` truncates back-propagation
+  to the last that many steps before each loss term's state (1: the pushforward trick — earlier steps only
   produce a drifted input); validation always rolls out the full H;
 * ``spectral`` — normalised difference of Fourier energy spectra of the one-step prediction along
   the token axis;
@@ -79,8 +79,8 @@ class OperatorLossConfig:
             raise ValueError(f"loss.rollout_curriculum_epochs must be ≥ 0, got "
                              f"{self.rollout_curriculum_epochs}")
         if self.rollout_grad_steps is not None and self.rollout_grad_steps < 1:
-            raise ValueError(f"loss.rollout_grad_steps must be ≥ 1 or null (full back-propagation), "
-                             f"got {self.rollout_grad_steps}")
+            raise ValueError(f"loss.rollout_grad_steps must be ≥ 1 or null (full "
+                             f"back-propagation), got {self.rollout_grad_steps}")
         if self.inverse_loss_warmup_epochs < 0:
             raise ValueError("loss.inverse_loss_warmup_epochs must be ≥ 0")
         if self.lambda_forward + self.lambda_rollout == 0:
@@ -97,7 +97,7 @@ class OperatorLossConfig:
         return self.rollout_horizon if self.lambda_rollout > 0 else 1
 
     def horizon_at(self, epoch: int | None) -> int:
-        """Steps unrolled in training epoch ``epoch`` (≥ 1); ``None`` (validation): the full horizon.
+        """Steps unrolled in training epoch ``epoch`` (≥ 1); ``None`` (validation): all of them.
 
         Epochs ``1 .. rollout_warmup_epochs`` train one step; after them the horizon grows
         linearly and reaches ``horizon`` at epoch ``warmup + rollout_curriculum_epochs + 1``

@@ -1,4 +1,4 @@
-"""``operator`` (Stage 1): latent operator z(t) → z(t+dt), trained unrolled, scored by decoded rollouts."""
+"""``operator`` (Stage 1): latent operator z(t) → z(t+dt), trained unrolled, scored by rollouts."""
 
 from kedro.pipeline import Node, Pipeline
 
