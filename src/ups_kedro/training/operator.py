@@ -8,13 +8,14 @@ Losses (weights in :class:`OperatorLossConfig`):
 
 * ``forward``  — MSE(Op(z), z_next[0]) in latent space;
 * ``rollout``  — mean over the H unrolled steps of MSE(Op^h(z), z_next[h-1])
-  (H = ``rollout_horizon``), with gradients through the whole rollout: the operator learns to correct the drift its own
-  earlier steps cause, which a one-step loss never shows it.  The first
-  ``rollout_warmup_epochs`` train one step only (cheap: many optimizer steps while the one-step
-  map is still poor), then ``rollout_curriculum_epochs`` > 0 grows the horizon linearly to H
-  over that many epochs (0: straight to H); ``rollout_grad_steps`` truncates back-propagation
-  to the last that many steps before each loss term's state (1: the pushforward trick — earlier steps only
-  produce a drifted input); validation always rolls out the full H;
+  (H = ``rollout_horizon``), with gradients through the whole rollout: the operator learns to
+  correct the drift its own earlier steps cause, which a one-step loss never shows it.  The
+  first ``rollout_warmup_epochs`` train one step only (cheap: many optimizer steps while the
+  one-step map is still poor), then ``rollout_curriculum_epochs`` > 0 grows the horizon
+  linearly to H over that many epochs (0: straight to H); ``rollout_grad_steps`` truncates
+  back-propagation to the last that many steps before each loss term's state (1: the
+  pushforward trick — earlier steps only produce a drifted input); validation always rolls out
+  the full H;
 * ``spectral`` — normalised difference of Fourier energy spectra of the one-step prediction along
   the token axis;
 * ``inv_enc``  — MSE(decoder(Op(z)), u_next[0]): the *prediction* decoded and compared with the true
