@@ -5,7 +5,8 @@ Run inside a project copy by ``benchmarks.worker h2h`` (see ``sections.operator_
 Equal wall-clock: a one-epoch probe of every architecture (full rollout horizon, no curriculum,
 ``probe_items`` trajectories) measures its training samples/s; the budget is what the configured
 number of epochs costs the *default* architecture, and every architecture gets the epochs that
-fit that budget at its own speed (the rollout curriculum is scaled with them).  Each is then
+fit that budget at its own speed (the one-step warm-up and the rollout curriculum are scaled
+with them).  Each is then
 trained by the operator's own node (unrolled loss, best epoch by the decoded validation
 rollout) and scored on the validation and test rollouts by the evaluation's functions.
 """
@@ -68,11 +69,13 @@ def head_to_head(project, architectures: list[str], epochs: int | None = None,
     """
     params = project.load("params:operator")
     epochs = epochs or int(params["train"]["epochs"])
-    curriculum = int(params["loss"].get("rollout_curriculum_epochs", 0))
+    schedule = {key: int(params["loss"].get(key, 0))   # epoch counts scaled with the epochs
+                for key in ("rollout_warmup_epochs", "rollout_curriculum_epochs")}
     speed = {}
     for arch in architectures:  # probes: full horizon, training samples/s only
         probe = {**ARCHITECTURES[arch], "train.epochs": 1, "train.progress": False,
-                 "loss.rollout_curriculum_epochs": 0, "select_on_rollout": False}
+                 "loss.rollout_warmup_epochs": 0, "loss.rollout_curriculum_epochs": 0,
+                 "select_on_rollout": False}
         _, history, _ = _node_call(project, probe, probe_items)
         speed[arch] = history[-1]["samples_per_sec"]
     budget_arch = architectures[0]
@@ -82,7 +85,8 @@ def head_to_head(project, architectures: list[str], epochs: int | None = None,
         scale = speed[arch] / speed[budget_arch]   # epochs of this arch per budget epoch
         arch_epochs = max(1, round(epochs * scale))
         overrides = {**ARCHITECTURES[arch], "train.epochs": arch_epochs, "train.progress": False,
-                     "loss.rollout_curriculum_epochs": round(curriculum * arch_epochs / epochs)}
+                     **{f"loss.{key}": round(n * arch_epochs / epochs)
+                        for key, n in schedule.items()}}
         started = time.perf_counter()
         ckpt, history, train_sec = _node_call(project, overrides, max_items)
         out["architectures"][arch] = {
