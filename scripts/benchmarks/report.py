@@ -18,6 +18,10 @@ def _throughput(sec: dict) -> list[tuple[str, str]]:
         if "error" in fig:
             rows.append((f"training throughput: {stage}", f"not measured: {fig['error']}"))
             continue
+        if not fig["epochs"]:
+            rows.append((f"training throughput: {stage}",
+                         f"no training: the stage copied its teacher ({_f(fig['node_sec'])} s)"))
+            continue
         rows.append((f"training throughput: {stage}",
                      f"{_f(fig['samples_per_sec'])} samples/s "
                      f"(epoch {fig['epochs']} of {sec['epochs']}, "

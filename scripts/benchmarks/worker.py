@@ -64,8 +64,28 @@ def _override(params: dict, overrides: dict) -> dict:
         *parents, last = dotted.split(".")
         node = out
         for key in parents:
+            if key not in node:  # a section this configuration does not have: nothing to set
+                break
             node = node[key]
-        node[last] = value
+        else:
+            node[last] = value
+    return out
+
+
+#: every ``train`` section a stage may use (Stage 2/3 train their rollout corrector under
+#: ``corrector``/``rollout``, the EDM form under ``train``)
+TRAIN_SECTIONS = ("train", "corrector.train", "rollout.train")
+
+
+def _train_overrides(epochs: int) -> dict:
+    """``epochs`` epochs in every train section, no progress bar and no divergence guard: a
+    throughput probe of a few epochs is not a quality run (an exact-at-init autoencoder only
+    gets worse by training, which the guard would refuse)."""
+    out: dict = {}
+    for section in TRAIN_SECTIONS:
+        out.update({f"{section}.epochs": epochs, f"{section}.progress": False,
+                    f"{section}.divergence": {"max_ratio_to_best": None,
+                                              "max_ratio_to_initial": None}})
     return out
 
 
@@ -106,7 +126,7 @@ def _call_with_history(node, inputs: list) -> tuple[Any, list[dict], float]:
         elapsed = time.perf_counter() - start
     finally:
         module.fit = original
-    return out, histories[-1], elapsed
+    return out, (histories[-1] if histories else []), elapsed
 
 
 #: checkpoints the ``train`` task may write back (not the autoencoder: the copy's latents
@@ -134,14 +154,16 @@ def train(project: Project, stages: list[str], epochs: int, max_items: int | Non
 def _train_stage(project: Project, stage: str, epochs: int, max_items: int | None,
                  save: bool) -> dict:
     node = _find_node(stage)
-    overrides = {"train.epochs": epochs, "train.progress": False}
-    inputs = [project.load(name, max_items, overrides) for name in node.inputs]
+    inputs = [project.load(name, max_items, _train_overrides(epochs)) for name in node.inputs]
     ckpt, history, elapsed = _call_with_history(node, inputs)
     if save and stage in SAVABLE:
         from ups_kedro.datasets.checkpoint_dataset import CheckpointDataset
 
         path = Path.cwd() / project.params["_data_dir"] / "06_models" / SAVABLE[stage]
         CheckpointDataset(filepath=str(path)).save(ckpt)
+    if not history:  # e.g. Stage 3 copies a one-evaluation Stage 2 corrector: nothing trained
+        return {"samples_per_sec": None, "epoch_time_sec": None, "epochs": 0,
+                "node_sec": elapsed}
     last = history[-1]
     return {"samples_per_sec": last["samples_per_sec"], "epoch_time_sec": last["epoch_time_sec"],
             "epochs": len(history), "node_sec": elapsed}
@@ -151,6 +173,18 @@ def caching(project: Project, epochs: int, max_items: int | None) -> dict:
     """Stage 3 epoch times with the teacher's operator predictions cached vs recomputed."""
     return {"cached": _distill_epoch_times(project, True, epochs, max_items),
             "recomputed": _distill_epoch_times(project, False, epochs, max_items)}
+
+
+def _edm_teacher(project: Project, max_items: int | None) -> dict:
+    """A Stage 2 EDM checkpoint: the project's own if Stage 2 is ``method: edm``, else one
+    trained for one epoch here (teacher caching concerns the EDM distillation only)."""
+    ckpt = project.load("diff_residual.checkpoint")
+    if ckpt.get("kind") != "rollout_corrector":
+        return ckpt
+    node = _find_node("diff_residual")
+    overrides = {**_train_overrides(1), "method": "edm"}
+    inputs = [project.load(name, max_items, overrides) for name in node.inputs]
+    return node.func(*inputs)
 
 
 def _distill_epoch_times(project: Project, cache: bool, epochs: int,
@@ -169,7 +203,7 @@ def _distill_epoch_times(project: Project, cache: bool, epochs: int,
     cfg = parse(ConsistencyDistillStageConfig, params, "consistency_distill")
     latents = project.load("autoencoder.latents_train", max_items)
     op = load_operator(project.load("operator.checkpoint"), latents)
-    teacher = freeze(load_module(project.load("diff_residual.checkpoint")))
+    teacher = freeze(load_module(_edm_teacher(project, max_items)))
     task = ConsistencyDistillTask(
         teacher, teacher.schedule, operator=op, n_levels=cfg.n_levels,
         distill_num_taus=cfg.distill_num_taus, distill_micro_batch=cfg.distill_micro_batch,

@@ -28,17 +28,21 @@ class JitteredWindowDataset(Dataset):
         horizon: future latents per window.
         time_stride: prepared frames per operator step.
         start_stride: start frames per block (1: every start, no randomness).
+        first_start: the earliest start frame (e.g. where evaluation rollouts start).
     """
 
     def __init__(self, latents: np.ndarray, horizon: int, time_stride: int = 1,
-                 start_stride: int = 1) -> None:
+                 start_stride: int = 1, first_start: int = 0) -> None:
         if start_stride < 1:
             raise ValueError(f"start_stride must be ≥ 1, got {start_stride}")
-        self.n_starts = latents.shape[1] - horizon * time_stride
+        if first_start < 0:
+            raise ValueError(f"first_start must be ≥ 0, got {first_start}")
+        self.first_start = first_start
+        self.n_starts = latents.shape[1] - horizon * time_stride - first_start
         if self.n_starts < 1:
             raise ValueError(
                 f"{latents.shape[1]} frames cannot hold a rollout of horizon {horizon} with "
-                f"time_stride {time_stride}: lower operator.loss.rollout_horizon or "
+                f"time_stride {time_stride} from frame {first_start}: lower operator.loss.rollout_horizon or "
                 "operator.time_stride")
         self.latents, self.horizon = latents, horizon
         self.time_stride, self.start_stride = time_stride, start_stride
@@ -52,6 +56,7 @@ class JitteredWindowDataset(Dataset):
         first = block * self.start_stride
         width = min(self.start_stride, self.n_starts - first)
         t0 = first + int(torch.randint(width, ()).item()) if width > 1 else first
+        t0 += self.first_start
         stop = t0 + self.horizon * self.time_stride + 1
         window = np.array(self.latents[n, t0:stop:self.time_stride], dtype=np.float32)
         return {"z": torch.from_numpy(window[0]), "z_next": torch.from_numpy(window[1:])}

@@ -41,6 +41,8 @@ class OperatorStageConfig:
     time_stride: int = 1
     val_start_stride: int = 4   # validate on every 4th start frame (cheaper, same distribution)
     train_start_stride: int = 1  # one random training window start per n frames (1: all)
+    train_first_start: int | None = 0  # earliest training window start; None: where the
+                                       # evaluation's rollouts start (initial_step − 1)
     select_on_rollout: bool = True  # best epoch by the decoded validation rollout nRMSE
     eval: OperatorEvalParams = field(default_factory=OperatorEvalParams)
     state_dir: str = "data/06_models/state/operator"

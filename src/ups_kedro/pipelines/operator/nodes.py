@@ -119,8 +119,10 @@ def train_operator(
     if cfg.loss.needs_fields:  # the physical losses need the target fields: all start frames
         train = pairs(latents_train, fields_train)
     else:
+        first = (cfg.train_first_start if cfg.train_first_start is not None
+                 else int(fields_val.meta["initial_step"]) - 1)
         train = JitteredWindowDataset(latents_train.array, cfg.loss.horizon, cfg.time_stride,
-                                      cfg.train_start_stride)
+                                      cfg.train_start_stride, first_start=first)
     val = pairs(latents_val, fields_val,
                 starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
     tag_upstream(STAGE, encoder_hash=encoder_hash,
