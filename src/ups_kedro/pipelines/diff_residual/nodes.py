@@ -26,6 +26,7 @@ from ups_kedro.evaluation.variants import (
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.diff_residual.config import DiffResidualStageConfig
+from ups_kedro.pipelines import stage_cache
 from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
 from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
 from ups_kedro.pipelines.upstream import load_operator
@@ -59,6 +60,10 @@ def train_diff_residual(operator_checkpoint: dict, latents_train: ArrayBundle,
                         latents_val: ArrayBundle, params: dict[str, Any]) -> dict:
     """Train the residual diffusion model against the frozen operator."""
     cfg = _config(params)
+    if (ckpt := stage_cache.reuse(STAGE, cfg, project_root() / cfg.state_dir, {
+            "operator": operator_checkpoint, "latents_train": latents_train,
+            "latents_val": latents_val})):
+        return ckpt
     op = load_operator(operator_checkpoint, latents_train, latents_val)
     train = ResidualPairDataset(latents_train.array, op.time_stride)
     val = ResidualPairDataset(latents_val.array, op.time_stride,

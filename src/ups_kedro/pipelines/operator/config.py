@@ -40,6 +40,8 @@ class OperatorStageConfig:
     val_start_stride: int = 4   # validate on every 4th start frame (cheaper, same distribution)
     eval: OperatorEvalParams = field(default_factory=OperatorEvalParams)
     state_dir: str = "data/06_models/state/operator"
+    # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint
+    force: bool = False
 
     def validate(self) -> None:
         if self.time_stride < 1:
