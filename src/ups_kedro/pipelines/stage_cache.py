@@ -41,7 +41,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from ups_kedro.pipelines.tracking import active_run_id, log_metrics, set_tags
+from ups_kedro.paths import project_root
+from ups_kedro.pipelines.tracking import active_run_id, log_artifact, log_metrics, set_tags
 from ups_kedro.training import stage_status as st
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def _published(status: st.StageStatus, fp: str) -> tuple[dict | None, str]:
     from ups_kedro.datasets.checkpoint_dataset import load_checkpoint_file
     from ups_kedro.errors import CorruptArtifactError
 
-    path = Path(status.checkpoint or "")
+    path = project_root() / (status.checkpoint or "")  # relative: the project may move
     if not status.checkpoint or not path.is_file():
         return None, f"its published checkpoint {status.checkpoint} is gone"
     if _dry_run:
@@ -289,7 +290,7 @@ class StageCacheHooks:
         path = getattr(dataset, "_filepath", None)
         status.state = st.FINISHED
         status.finished = st.now()
-        status.checkpoint = str(Path(path).resolve()) if path else None
+        status.checkpoint = _relative(Path(path)) if path else None
         status.epochs_done = int((data.get("metrics") or {}).get("epochs_run", status.epochs_done))
         st.write_status(pending.state_dir, status)
         _log_jsonl_artifact(stage)
@@ -304,6 +305,16 @@ class StageCacheHooks:
             del _pending[stage]
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the project root when inside it (a copied project still finds its
+    own checkpoints), else absolute."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(project_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _stage_of(data: Any) -> str | None:
     if isinstance(data, dict) and isinstance(data.get("lineage"), dict):
         return data["lineage"].get("stage")
@@ -311,8 +322,6 @@ def _stage_of(data: Any) -> str | None:
 
 
 def _log_jsonl_artifact(stage: str) -> None:
-    from ups_kedro.pipelines.tracking import log_artifact
-
     path = jsonl_path(stage)
     if path is not None and path.is_file():
         log_artifact(path, "logs")
