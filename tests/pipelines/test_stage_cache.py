@@ -126,6 +126,11 @@ def test_a_stage2_change_retrains_stage2_stage3_only(chain: dict) -> None:
     assert verdicts["diff_residual"].state == "train"
     assert "parameter train.epochs: 2 → 3" in verdicts["diff_residual"].reason
     assert verdicts["consistency_distill"].state == "train"
+    assert "upstream retrains (train_diff_residual)" in verdicts["consistency_distill"].reason
+    forced = {v.stage: v for v in dry_run(root, "smoke", {**NO_GUARD, "operator": {"force": True}})}
+    assert forced["operator"].reason == "operator.force is true"
+    assert [forced[s].state for s in ("autoencoder", "diff_residual", "consistency_distill")] == [
+        "up to date", "train", "train"]
 
     lines, _ = _run(root, STAGE2)
     run = _last_run()

@@ -139,8 +139,8 @@ def _decide(stage: str, fp: str, parts: dict, state_dir: Path, force: bool
         return Verdict(stage, "train", "no previous run here", fp), None, None
     state = st.effective_state(status, state_dir)
     if status.fingerprint != fp:
-        why = st.explain(status.components, parts)
-        return Verdict(stage, "train", f"changed since run {status.run_id}: {why}", fp), None, status
+        why = f"changed since run {status.run_id}: {st.explain(status.components, parts)}"
+        return Verdict(stage, "train", why, fp), None, status
     if state in (st.KILLED, st.FAILED, st.RUNNING):
         return (Verdict(stage, "resume", f"the previous run ({status.run_id}) was {state} after "
                         f"epoch {status.epochs_done}: continuing from its last completed epoch",
