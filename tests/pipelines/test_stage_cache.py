@@ -107,6 +107,19 @@ def test_second_run_trains_nothing_and_records_the_source_runs(chain: dict) -> N
     assert chain["second"] < chain["first"]
 
 
+def test_kedro_status_lists_every_stage_without_training(chain: dict) -> None:
+    from click.testing import CliRunner
+
+    from ups_kedro.cli import cli
+
+    before = {stage: _jsonl(chain["root"], stage) for stage in TRAINED}
+    result = CliRunner().invoke(cli, ["status", "--env", "smoke"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "up to date" in line]
+    assert {row.split()[0] for row in rows} == set(TRAINED), result.output
+    assert {stage: _jsonl(chain["root"], stage) for stage in TRAINED} == before
+
+
 def test_jsonl_has_one_whole_line_per_epoch(chain: dict) -> None:
     lines = chain["logs"]["operator"]
     assert [r["epoch"] for r in lines] == [1, 2, 3]

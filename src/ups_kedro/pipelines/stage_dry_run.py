@@ -56,10 +56,12 @@ def _verdict(node: Any, pipe: Any, catalog: Any, retrains: set[str]) -> Verdict:
     if upstream:
         names = ", ".join(n.rsplit(".", 1)[-1] for n in upstream)
         return Verdict(label, "train", f"upstream retrains ({names})")
-    try:
-        args = [catalog.load(name) for name in node.inputs]
-    except Exception as err:  # noqa: BLE001 - not built yet (or unreadable): it will train
-        return Verdict(label, "train", f"an input is not available yet ({_first_line(err)})")
+    args = []
+    for name in node.inputs:
+        try:
+            args.append(catalog.load(name))
+        except Exception:  # noqa: BLE001 - not built yet (or unreadable): it will train
+            return Verdict(label, "train", f"input {name} is not built yet (or unreadable)")
     try:
         node.func(*args)
     except DryRunVerdict as signal:
