@@ -46,8 +46,9 @@ logger = logging.getLogger(__name__)
 STATUS_NAME = "status.json"
 STATUS_FORMAT = 1
 RUNNING, FINISHED, FAILED, KILLED = "running", "finished", "failed", "killed"
-#: Top-level parameter keys that never change a stage's trained weights.
-NOT_IN_FINGERPRINT = ("force", "eval", "state_dir")
+#: Top-level parameter keys that never change a stage's trained weights (evaluation, where the
+#: state lives, thread counts, the batch size of encoding latents after training).
+NOT_IN_FINGERPRINT = ("force", "eval", "state_dir", "torch_threads", "encode_batch_size")
 #: Keys of ``train`` that only change speed, display or warnings (as the resume fingerprint).
 TRAIN_NOT_IN_FINGERPRINT = ("progress", "num_threads", "grad_health", "divergence",
                             "distributed")
