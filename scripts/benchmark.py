@@ -16,7 +16,9 @@ Sections (``--only`` picks some; code in ``scripts/benchmarks/``):
    ``kedro run --pipeline evaluation`` on 16 test trajectories;
 5. ``peak_rss``        — peak resident memory of a stage's training at 1x and 4x the training
    trajectories (autoencoder, operator, diff_residual; narrower models, see RSS_LIGHT);
-6. ``ddp``             — Stage 1 throughput, 2 data-parallel processes vs 1 (bench_ddp.py).
+6. ``ddp``             — Stage 1 throughput, 2 data-parallel processes vs 1 (bench_ddp.py);
+7. ``operator_h2h``    — Stage 1 architectures (``conv_stack``, ``pdet_unet``) trained for the
+   same wall-clock with the default unrolled loss, val/test rollout nRMSE of each.
 
 The full run works on a copy of the artifacts of ``make run`` (run that first); nothing in
 ``data/`` but the two report files is written.  ``--quick`` trains the smoke chain (one epoch
@@ -42,7 +44,8 @@ from benchmarks import sections  # noqa: E402
 from benchmarks.common import ROOT, machine  # noqa: E402
 from benchmarks.report import markdown  # noqa: E402
 
-ORDER = ["throughput", "kedro_overhead", "teacher_caching", "rollout", "peak_rss", "ddp"]
+ORDER = ["throughput", "kedro_overhead", "teacher_caching", "rollout", "peak_rss", "ddp",
+         "operator_h2h"]
 
 
 def settings(args: argparse.Namespace, tmp: Path) -> sections.Settings:

@@ -67,8 +67,22 @@ def _ddp(sec: dict) -> list[tuple[str, str]]:
              f"{sec['final_loss_rel_diff']:.1e})")]
 
 
+def _h2h(sec: dict) -> list[tuple[str, str]]:
+    rows = []
+    for arch, fig in sec["architectures"].items():
+        val, test = fig["val"], fig["test"]
+        rows.append((f"Stage 1 head-to-head (equal wall-clock of {sec['budget_epochs']} "
+                     f"{sec['budget_architecture']} epochs): {arch}",
+                     f"val rollout nRMSE {_f(val['nrmse'])}, test {_f(test['nrmse'])} "
+                     f"(h1 {_f(test['nrmse_h1'])}, last {_f(test['nrmse_last'])}); "
+                     f"{fig['epochs']} epochs, {_f(fig['train_sec'])} s training"))
+    rows.append(("Stage 1 head-to-head winner (validation rollout)", sec["winner_by_val_rollout"]))
+    return rows
+
+
 ROWS = {"throughput": _throughput, "kedro_overhead": _overhead,
-        "teacher_caching": _caching, "rollout": _rollout, "peak_rss": _rss, "ddp": _ddp}
+        "teacher_caching": _caching, "rollout": _rollout, "peak_rss": _rss, "ddp": _ddp,
+        "operator_h2h": _h2h}
 
 
 def markdown(result: dict) -> str:

@@ -1,4 +1,4 @@
-"""The six benchmark sections.  Each returns a JSON-able dict; every ratio in a section comes
+"""The benchmark sections.  Each returns a JSON-able dict; every ratio in a section comes
 from measurements taken in the same run, back to back (these machines are shared and noisy)."""
 
 from __future__ import annotations
@@ -245,3 +245,18 @@ def ddp(s: Settings, project: Project) -> dict:
             "samples_per_sec_1proc": one["samples_per_sec"],
             "samples_per_sec_2proc": two["samples_per_sec"], "speedup": out["speedup"],
             "final_loss_rel_diff": out["final_loss_rel_diff"], "wall_sec": child.wall_sec}
+
+
+# ------------------------------------------------------------------------------------------
+# 7. Stage 1 head-to-head at equal wall-clock
+
+
+def operator_h2h(s: Settings, project: Project) -> dict:
+    """``conv_stack`` vs ``pdet_unet`` (both unrolled, best epoch by validation rollout) for the
+    wall-clock of the configured epochs of ``conv_stack``; val and test rollout nRMSE of each
+    (:mod:`benchmarks.head_to_head`).  Quick: 1 budget epoch on 4 trajectories."""
+    kwargs = ({"architectures": ["conv_stack", "pdet_unet"], "epochs": 1, "probe_items": 4,
+               "max_items": 4} if s.quick else
+              {"architectures": ["conv_stack", "pdet_unet"], "probe_items": 32})
+    result, child = worker(project, "h2h", **kwargs)
+    return {**result, "wall_sec": child.wall_sec}

@@ -6,7 +6,8 @@ Prints one JSON line (last line of stdout).  Tasks:
 
 * ``train``   — each stage's training node called directly (no ``kedro run``), ``fit`` wrapped
   to read the per-epoch history: samples/s of the last epoch;
-* ``caching`` — Stage 3 epochs with the frozen operator's predictions cached vs recomputed.
+* ``caching`` — Stage 3 epochs with the frozen operator's predictions cached vs recomputed;
+* ``h2h``     — Stage 1 architectures at equal wall-clock (:mod:`benchmarks.head_to_head`).
 """
 
 from __future__ import annotations
@@ -182,13 +183,18 @@ def _distill_epoch_times(project: Project, cache: bool, epochs: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("task", choices=["train", "caching"])
+    parser.add_argument("task", choices=["train", "caching", "h2h"])
     parser.add_argument("--env", default="base")
     parser.add_argument("--args", default="{}")
     ns = parser.parse_args()
     kwargs = json.loads(ns.args)
     project = Project(ns.env)
-    result = train(project, **kwargs) if ns.task == "train" else caching(project, **kwargs)
+    if ns.task == "h2h":
+        from benchmarks.head_to_head import head_to_head
+
+        result = head_to_head(project, **kwargs)
+    else:
+        result = train(project, **kwargs) if ns.task == "train" else caching(project, **kwargs)
     print(json.dumps(result))
 
 

@@ -54,3 +54,54 @@ def test_threshold_selects_fast_changing_samples() -> None:
     always = gated_variant("g", Shift(), 1.0, _corrector(), 1, 0.01, correct_every=0)
     _rollout(always)
     assert always.stats()["corrected_fraction"] == 1
+
+
+class Scale(torch.nn.Module):
+    """Op(z) = 1.1 z: the relative change of every sample and step is exactly 0.1."""
+
+    def forward(self, z: torch.Tensor, dt: float) -> torch.Tensor:
+        return 1.1 * z
+
+
+def test_threshold_calibrated_as_a_quantile_of_validation_change() -> None:
+    from ups_kedro.evaluation.suite import Surrogate, calibrate_threshold
+
+    identity = lambda u: u  # noqa: E731 - the "autoencoder" is the identity here
+    s = Surrogate(encode=identity, decode=identity, operator=Shift(), dt=1.0, time_stride=1,
+                  normaliser={"mean": [0.0], "std": [1.0]})
+    # Frames of constant value c: Op adds 0.1, relative change 0.1 / c.
+    values = np.array([1.0, 2.0, 4.0, 5.0], np.float32)
+    fields = np.broadcast_to(values[None, :, None, None], (3, 4, 2, 4)).copy()
+    # initial_step 2: frames 1.. (values 2, 4, 5) are the ones a rollout visits.
+    assert calibrate_threshold(s, fields, 2, 1.0) == pytest.approx(0.1 / 2)
+    assert calibrate_threshold(s, fields, 2, 0.0) == pytest.approx(0.1 / 5)
+    s.operator = Scale()
+    assert calibrate_threshold(s, fields, 1, 0.5) == pytest.approx(0.1)
+
+
+def test_gated_rollout_corrector_sees_the_state() -> None:
+    from ups_kedro.models.corrector import RolloutCorrector
+
+    class Recorder(RolloutCorrector):
+        seen: list = []
+
+        def correct(self, z, u, generator=None, noise=True, n_steps=None):
+            Recorder.seen.append((z.clone(), u.clone()))
+            return u
+
+    cfg = build_model("rollout_corrector", {"latent_dim": 4, "latent_tokens": 2}).config
+    v = gated_variant("g", Shift(), 1.0, Recorder(cfg), 1, None, correct_every=1)
+    _rollout(v, n_steps=2)
+    z, u = Recorder.seen[0]
+    torch.testing.assert_close(u, z + 0.1)  # (state, Op(state)), not (Op(state), Op(state))
+    assert v.stats()["nfe_per_step"] == 2
+
+
+def test_residual_quantile_and_threshold_are_exclusive() -> None:
+    from ups_kedro.config import ConfigError, parse
+    from ups_kedro.evaluation.suite import GatedParams
+
+    with pytest.raises(ConfigError, match="not both"):
+        parse(GatedParams, {"residual_threshold": 0.1, "residual_quantile": 0.5}, "gated")
+    with pytest.raises(ConfigError, match="residual_quantile"):
+        parse(GatedParams, {"residual_quantile": 1.5}, "gated")

@@ -130,8 +130,11 @@ def test_bf16_autocast() -> None:
 @pytest.mark.parametrize(
     ("override", "field"),
     [
-        ({"group_size": 5}, "group_size"),
-        ({"num_heads": 4}, "num_heads"),
+        ({"group_size": 5, "attention": "grouped"}, "group_size"),
+        ({"num_heads": 4, "attention": "grouped"}, "num_heads"),
+        ({"num_heads": 5}, "num_heads"),  # relpos: 24 channels not divisible by 5 heads
+        ({"attention": "axial"}, "attention"),
+        ({"window": 0}, "window"),
         ({"architecture": "unet"}, "architecture"),
         ({"depths": ()}, "depths"),
         ({"depths": (1, 1, 1, 1, 1)}, "latent_tokens"),  # 8 tokens cannot halve 4 times

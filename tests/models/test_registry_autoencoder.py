@@ -76,7 +76,7 @@ def test_unknown_and_missing_keys_and_kinds_are_named() -> None:
     with pytest.raises(ValueError, match="latent_operator.group_size"):
         build_model("latent_operator", missing)
     with pytest.raises(ValueError, match="latent_operator.num_heads"):
-        build_model("latent_operator", {**cfg, "num_heads": 4})
+        build_model("latent_operator", {**cfg, "num_heads": 5})
     with pytest.raises(ValueError, match="unknown model kind"):
         build_model("fno", {})
     with pytest.raises(ValueError, match="not a registered"):

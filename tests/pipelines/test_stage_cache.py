@@ -28,11 +28,8 @@ from ups_kedro.training import stage_status as st
 pytestmark = pytest.mark.integration
 TRAINED = ("autoencoder", "steady_prior/autoencoder", "steady_prior", "operator",
            "diff_residual", "consistency_distill")
-# The smoke autoencoder starts as an exact inverse pair (skip path): its untrained validation
-# loss is ~0, so the divergence guard would fail any training of it.
-NO_GUARD = {"autoencoder": {"train": {"divergence": {"max_ratio_to_best": None,
-                                                       "max_ratio_to_initial": None}}}}
-STAGE2 = {**NO_GUARD, "diff_residual": {"train": {"epochs": 3}}}
+SAME: dict = {}  # no runtime parameters: the unchanged runs
+STAGE2 = {"diff_residual": {"corrector": {"train": {"epochs": 3}}}}  # Stage 2's own epochs
 
 
 class _Lines(logging.Handler):
@@ -76,10 +73,10 @@ def _state_dir(root: Path, stage: str) -> Path:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     with project_copy(tmp_path_factory.mktemp("cache")) as root:
-        first_lines, first = _run(root, NO_GUARD)
+        first_lines, first = _run(root, SAME)
         first_run = _last_run()
         logs = {stage: _jsonl(root, stage) for stage in TRAINED}
-        second_lines, second = _run(root, NO_GUARD)
+        second_lines, second = _run(root, SAME)
         second_run = _last_run()
         yield {"root": root, "first": first, "second": second, "first_run": first_run,
                "second_run": second_run, "first_lines": first_lines,
@@ -137,10 +134,10 @@ def test_a_stage2_change_retrains_stage2_stage3_only(chain: dict) -> None:
     for stage in ("autoencoder", "operator", "steady_prior/autoencoder", "steady_prior"):
         assert verdicts[stage].state == "up to date", verdicts[stage]
     assert verdicts["diff_residual"].state == "train"
-    assert "parameter train.epochs: 2 → 3" in verdicts["diff_residual"].reason
+    assert "parameter corrector.train.epochs: 2 → 3" in verdicts["diff_residual"].reason
     assert verdicts["consistency_distill"].state == "train"
     assert "upstream retrains (train_diff_residual)" in verdicts["consistency_distill"].reason
-    forced = {v.stage: v for v in dry_run(root, "smoke", {**NO_GUARD, "operator": {"force": True}})}
+    forced = {v.stage: v for v in dry_run(root, "smoke", {**SAME, "operator": {"force": True}})}
     assert forced["operator"].reason == "operator.force is true"
     assert [forced[s].state for s in ("autoencoder", "diff_residual", "consistency_distill")] == [
         "up to date", "train", "train"]
@@ -150,7 +147,7 @@ def test_a_stage2_change_retrains_stage2_stage3_only(chain: dict) -> None:
     for stage in ("autoencoder", "operator", "steady_prior/autoencoder", "steady_prior"):
         assert any(m.startswith(f"{stage}: up to date") for m in lines), stage
         assert _jsonl(root, stage) == chain["logs"][stage]
-    assert any(m.startswith("diff_residual: training") and "train.epochs: 2 → 3" in m
+    assert any(m.startswith("diff_residual: training") and "corrector.train.epochs: 2 → 3" in m
                for m in lines)
     assert any(m.startswith("consistency_distill: training") and "input diff_residual changed"
                in m for m in lines)

@@ -67,17 +67,19 @@ def test_checkpoints_are_self_describing_and_linked(chain: Path) -> None:
     ae, op = _ckpt(chain, "autoencoder"), _ckpt(chain, "operator")
     diff, student = _ckpt(chain, "diff_residual"), _ckpt(chain, "consistency_distill")
     assert ae["kind"] == "autoencoder" and op["kind"] == "latent_operator"
-    assert diff["config"]["parameterisation"] == "edm"
-    assert student["config"]["parameterisation"] == "consistency"
+    # Stage 2 default: a rollout corrector; Stage 3: its one-evaluation student.
+    assert diff["kind"] == "rollout_corrector" and student["kind"] == "rollout_corrector"
+    assert student["config"]["kind"] == "deterministic"
     encoder = ae["lineage"]["encoder_hash"]
     for ckpt in (op, diff, student):
         assert ckpt["lineage"]["encoder_hash"] == encoder
         assert ckpt["normaliser"] == ae["normaliser"]
     assert diff["lineage"]["operator_run_id"] == op["lineage"]["mlflow_run_id"]
     assert student["lineage"]["diff_residual_run_id"] == diff["lineage"]["mlflow_run_id"]
-    # Stage 3 never overwrote Stage 2: the teacher file still holds the EDM model it trained.
+    # Stage 3 never overwrote Stage 2: the teacher file still holds the model Stage 2 trained.
     teacher_now = torch.load(chain / "data/smoke/06_models/diff_residual.pt", weights_only=True)
-    assert teacher_now["config"]["parameterisation"] == "edm"
+    assert teacher_now["lineage"]["mlflow_run_id"] == diff["lineage"]["mlflow_run_id"]
+    assert teacher_now["lineage"]["stage"] == "diff_residual"
 
 
 def test_evaluations_compare_against_persistence(chain: Path) -> None:
@@ -159,3 +161,17 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(chain: Path) -> None:
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id,
                                                                        "operator/loss")]
     assert steps == [1, 2, 3, 4]
+
+
+def test_edm_residual_diffusion_stays_an_option(chain: Path) -> None:
+    """``diff_residual.method: edm`` trains the original's diffusion model; Stage 3 then runs
+    the consistency distillation of it (the rollout path is for rollout correctors only)."""
+    run_kedro(chain, "diff_residual", params={"diff_residual": {"method": "edm"}})
+    run_kedro(chain, "consistency_distill")
+    diff, student = _ckpt(chain, "diff_residual"), _ckpt(chain, "consistency_distill")
+    assert diff["kind"] == student["kind"] == "diffusion_residual"
+    assert diff["config"]["parameterisation"] == "edm"
+    assert student["config"]["parameterisation"] == "consistency"
+    metrics = json.loads((chain / "data/smoke/08_reporting/diff_residual_metrics.json")
+                         .read_text())
+    assert "val_diff_residual_4step_nrmse" in metrics

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ["throughput", "kedro_overhead", "teacher_caching", "rollout", "peak_rss", "ddp"]
+SECTIONS = ["throughput", "kedro_overhead", "teacher_caching", "rollout", "peak_rss", "ddp",
+            "operator_h2h"]
 
 
 def _numbers(value):
@@ -66,6 +67,12 @@ def test_figures_the_issue_asks_for(quick_result):
     for stage in s["peak_rss"]["stages"].values():
         assert stage["1x"]["peak_rss_mb"] > 0 and stage["4x"]["peak_rss_mb"] > 0
     assert s["ddp"]["samples_per_sec_1proc"] > 0 and s["ddp"]["samples_per_sec_2proc"] > 0
+    h2h = s["operator_h2h"]
+    assert set(h2h["architectures"]) == {"conv_stack", "pdet_unet"}
+    assert h2h["winner_by_val_rollout"] in h2h["architectures"]
+    for fig in h2h["architectures"].values():
+        assert fig["epochs"] >= 1 and fig["train_sec"] > 0
+        assert 0 < fig["val"]["nrmse"] < 10 and 0 < fig["test"]["nrmse"] < 10
 
 
 def test_machine_load_and_table(quick_result):

@@ -26,7 +26,9 @@ from ups_kedro.evaluation.variants import (
     gated_variant,
     operator_variant,
     score_variants,
+    step_residual,
 )
+from ups_kedro.models.corrector import RolloutCorrector
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +40,26 @@ class GatedParams:
     corrector: Literal["consistency_distill", "diff_residual"] = "consistency_distill"
     steps: int = 1
     residual_threshold: float | None = None  # relative latent change rms(Op(z) − z)/rms(z)
+    #: Calibrate ``residual_threshold`` as this quantile of the validation split's relative
+    #: latent change (true latents of the frames a rollout visits); exclusive with it.
+    residual_quantile: float | None = None
     correct_every: int = 2  # 0: never by count
+
+    def validate(self, where: str = "gated") -> None:
+        if self.residual_quantile is not None:
+            if self.residual_threshold is not None:
+                raise ValueError(f"{where}: set residual_threshold or residual_quantile (which "
+                                 "calibrates it on validation data), not both")
+            if not 0.0 <= self.residual_quantile <= 1.0:
+                raise ValueError(f"{where}.residual_quantile must lie in [0, 1], got "
+                                 f"{self.residual_quantile}")
 
 
 @dataclass(frozen=True)
 class VariantParams:
     """Which variants to roll out (each one only if its checkpoint exists)."""
 
-    corrector_steps: tuple[int, ...] = (16,)  # Stage 2 sampler steps
+    corrector_steps: tuple[int, ...] = (16,)  # Stage 2 EDM sampler steps (not a corrector's)
     student_steps: tuple[int, ...] = (1, 2)  # Stage 3 student steps
     gated: GatedParams | None = field(default_factory=GatedParams)
     solver_reference: bool = True
@@ -68,6 +82,27 @@ class Surrogate:
     solver: str = "heun"
 
 
+@torch.no_grad()
+def calibrate_threshold(s: Surrogate, fields_val: np.ndarray, initial_step: int,
+                        quantile: float, batch_size: int = 256) -> float:
+    """``quantile`` of the relative latent change rms(Op(z) − z)/rms(z) on validation data.
+
+    ``z`` are the encoded TRUE validation frames a rollout visits (``initial_step - 1`` on, every
+    ``time_stride``-th), so the gate fires on about ``1 − quantile`` of the steps of a rollout
+    that stays close to the truth.  ``fields_val``: [B, T, *space, C] physical units.
+    """
+    from ups_kedro.data.torch_data import normaliser_tensors
+
+    mean, std = normaliser_tensors(s.normaliser)
+    frames = np.asarray(fields_val[:, initial_step - 1::s.time_stride], dtype=np.float32)
+    flat = frames.reshape(-1, *frames.shape[2:])
+    change = []
+    for start in range(0, flat.shape[0], batch_size):
+        z = s.encode((torch.from_numpy(flat[start:start + batch_size]) - mean) / std)
+        change.append(step_residual(z, s.operator(z, s.dt)))
+    return float(torch.quantile(torch.cat(change).double(), quantile))
+
+
 def build_variants(s: Surrogate, p: VariantParams,
                    only: set[str] | None = None) -> tuple[list[Variant], list[str]]:
     """The variants ``s`` supports under ``p`` (those named in ``only``, if given), and a note
@@ -77,8 +112,11 @@ def build_variants(s: Surrogate, p: VariantParams,
     if s.corrector is None:
         notes.append("diff_residual checkpoint absent: operator + corrector variants skipped")
     else:
-        variants += [corrected_variant(f"diff_residual_{n}step", s.operator, s.dt, s.corrector, n,
-                                       p.seed, s.solver) for n in p.corrector_steps]
+        # A rollout corrector runs in its trained form; the EDM sampler at each step count.
+        steps = (None,) if isinstance(s.corrector, RolloutCorrector) else p.corrector_steps
+        variants += [corrected_variant("diff_residual" if n is None else f"diff_residual_{n}step",
+                                       s.operator, s.dt, s.corrector, n, p.seed, s.solver)
+                     for n in steps]
     if s.student is None:
         notes.append("consistency_distill checkpoint absent: student variants skipped")
     else:

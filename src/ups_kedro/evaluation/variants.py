@@ -17,6 +17,7 @@ from torch import nn
 
 from ups_kedro.evaluation import metrics
 from ups_kedro.evaluation.rollout import latent_rollout, persistence_rollout, scored_frames
+from ups_kedro.models.corrector import RolloutCorrector
 from ups_kedro.models.diffusion_residual import refine_latent
 
 
@@ -47,17 +48,26 @@ def corrected_variant(name: str, operator: nn.Module, dt: float, corrector: nn.M
     reproducible; NFE per step = 1 (operator) + the sampler's evaluations.
     """
     generator = torch.Generator().manual_seed(seed)
-    return Variant(name, lambda z: _refine(corrector, operator(z, dt), n_steps, generator, solver),
+    return Variant(name, lambda z: _refine(corrector, z, operator(z, dt), n_steps, generator,
+                                           solver),
                    nfe=1 + _sampler_nfe(corrector, n_steps, solver))
 
 
-def _refine(corrector: nn.Module, z_pred: torch.Tensor, n_steps: int, generator: torch.Generator,
-            solver: str) -> torch.Tensor:
+def _refine(corrector: nn.Module, z: torch.Tensor, z_pred: torch.Tensor, n_steps: int,
+            generator: torch.Generator, solver: str) -> torch.Tensor:
+    """Corrected prediction from state ``z`` and ``z_pred = Op(z)`` [B, N, D].
+
+    A :class:`RolloutCorrector` sees both; the EDM residual model is conditioned on ``z_pred``.
+    """
+    if isinstance(corrector, RolloutCorrector):
+        return corrector.correct(z, z_pred, generator=generator, n_steps=n_steps)
     return refine_latent(corrector, z_pred, n_steps, generator=generator, solver=solver)[0]
 
 
 def _sampler_nfe(corrector: nn.Module, n_steps: int, solver: str) -> int:
     """Network evaluations of one corrector call (a dry call on a dummy batch, own generator)."""
+    if isinstance(corrector, RolloutCorrector):
+        return corrector.steps_nfe(n_steps)
     probe = torch.zeros(1, corrector.config.latent_tokens, corrector.config.latent_dim)
     with torch.no_grad():
         return refine_latent(corrector, probe, n_steps, generator=torch.Generator().manual_seed(0),
@@ -100,7 +110,8 @@ def gated_variant(name: str, operator: nn.Module, dt: float, corrector: nn.Modul
         state["total"] += z.shape[0]
         if mask.any():
             z_pred = z_pred.clone()
-            z_pred[mask] = _refine(corrector, z_pred[mask], n_steps, generator, solver)
+            z_pred[mask] = _refine(corrector, z[mask], z_pred[mask], n_steps, generator,
+                                   solver)
         return z_pred
 
     def clear_stats() -> None:

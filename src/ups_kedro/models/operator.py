@@ -1,7 +1,10 @@
 """Latent operator: one time step ``z_t -> z_{t+dt}`` in latent token space.
 
-A PDE-Transformer-like core (U-shaped or a plain stack) of pre-norm blocks with
-*channel-separated* attention, conditioned on ``dt`` through an additive time embedding.
+A PDE-Transformer-like core (U-shaped or a plain stack) of pre-norm attention blocks, or a
+stack of periodic convolutions, conditioned on ``dt`` through an additive time embedding.
+Attention is multi-head with a periodic relative-position bias (``attention: relpos``, optionally
+windowed; see :mod:`ups_kedro.models.operator_attention`) or the original's position-blind
+channel-separated form (``attention: grouped``).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ups_kedro.models.layers import Mlp, RMSNorm, check, rms_norm, tokens_per_axis
+from ups_kedro.models.operator_attention import RelPosAttention, blur_downsample_tokens
 
 ARCHITECTURES = ("pdet_unet", "pdet_stack", "conv_stack")
+ATTENTIONS = ("relpos", "grouped")
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,15 @@ class LatentOperatorConfig:
         latent_tokens: ``N``; for ``pdet_unet`` the tokens per row (``N`` in 1D, ``sqrt(N)``
             in 2D) must be divisible by ``2 ** (len(depths) - 1)``.
         hidden_dim: width inside the core; divisible by ``group_size``.
-        group_size: channels per attention group; divisible by ``num_heads``.
-        num_heads: heads per group (head width ``group_size // num_heads``).
+        group_size: ``attention: grouped`` only: channels per attention group; divisible by
+            ``num_heads``.
+        num_heads: ``relpos``: heads of width ``hidden_dim // num_heads``; ``grouped``: heads
+            per group (width ``group_size // num_heads``).
+        attention: ``"relpos"`` (multi-head, periodic relative-position bias: shift-equivariant
+            and position-aware) or ``"grouped"`` (channel-separated, position-blind; the
+            original's form).
+        window: ``relpos`` only: attend only to tokens within this periodic distance along each
+            token axis (at every U-Net level); ``None``: global attention.
         time_embed_dim: hidden width of the ``dt`` embedding MLP.
         architecture: ``"pdet_unet"`` (U-shaped, one level per ``depths`` entry),
             ``"pdet_stack"`` (``sum(depths)`` blocks at full resolution) or ``"conv_stack"``
@@ -56,6 +68,8 @@ class LatentOperatorConfig:
     dropout: float = 0.0
     spatial_dims: int = 1
     kernel_size: int = 5
+    attention: str = "relpos"
+    window: int | None = None
 
     def validate(self, where: str = "latent_operator") -> None:
         """Raise ``ValueError`` naming the offending field."""
@@ -67,7 +81,18 @@ class LatentOperatorConfig:
             f"must be >= 1, got {self.latent_tokens}",
         )
         check(self.hidden_dim >= 1, where, "hidden_dim", f"must be >= 1, got {self.hidden_dim}")
-        if self.architecture != "conv_stack":  # attention only: the conv stack has no groups
+        check(self.attention in ATTENTIONS, where, "attention",
+              f"must be one of {ATTENTIONS}, got {self.attention!r}")
+        check(self.window is None or self.window >= 1, where, "window",
+              f"must be >= 1 or null (global attention), got {self.window}")
+        if self.architecture != "conv_stack" and self.attention == "relpos":
+            check(
+                self.num_heads >= 1 and self.hidden_dim % self.num_heads == 0,
+                where,
+                "num_heads",
+                f"={self.num_heads} must be >= 1 and divide hidden_dim={self.hidden_dim}",
+            )
+        if self.architecture != "conv_stack" and self.attention == "grouped":
             check(
                 self.group_size >= 1 and self.hidden_dim % self.group_size == 0,
                 where,
@@ -196,14 +221,23 @@ class ChannelGroupAttention(nn.Module):
 
 
 class OperatorBlock(nn.Module):
-    """Pre-RMSNorm channel-separated attention, then a pre-RMSNorm MLP; both residual."""
+    """Pre-RMSNorm attention, then a pre-RMSNorm MLP; both residual.
+
+    ``grid`` (rows, row_length) is the token grid at this block's resolution; ``None`` selects the
+    position-blind :class:`ChannelGroupAttention`, otherwise :class:`RelPosAttention`.
+    """
 
     def __init__(
-        self, dim: int, group_size: int, num_heads: int, mlp_ratio: float, dropout: float
+        self, dim: int, group_size: int, num_heads: int, mlp_ratio: float, dropout: float,
+        grid: tuple[int, int] | None = None, window: int | None = None,
     ) -> None:
         super().__init__()
         self.norm_attn = RMSNorm(dim)
-        self.attn = ChannelGroupAttention(dim, group_size, num_heads, dropout)
+        self.attn: nn.Module
+        if grid is None:
+            self.attn = ChannelGroupAttention(dim, group_size, num_heads, dropout)
+        else:
+            self.attn = RelPosAttention(dim, num_heads, grid[0], grid[1], window, dropout)
         self.norm_mlp = RMSNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout=dropout)
 
@@ -273,9 +307,13 @@ class LatentOperator(nn.Module):
         self.cfg = cfg
         hid = cfg.hidden_dim
 
-        def blocks(n: int) -> nn.ModuleList:
+        def blocks(n: int, level: int = 0) -> nn.ModuleList:
+            # U-Net level ``level`` halves the row length ``level`` times (rows stay).
+            grid = (None if cfg.attention == "grouped"
+                    else (cfg.rows, cfg.row_length // 2**level))
             return nn.ModuleList(
-                OperatorBlock(hid, cfg.group_size, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+                OperatorBlock(hid, cfg.group_size, cfg.num_heads, cfg.mlp_ratio, cfg.dropout,
+                              grid, cfg.window)
                 for _ in range(n)
             )
 
@@ -284,11 +322,13 @@ class LatentOperator(nn.Module):
             nn.Linear(1, cfg.time_embed_dim), nn.SiLU(), nn.Linear(cfg.time_embed_dim, hid)
         )
         if cfg.architecture == "pdet_unet":
-            self.down = nn.ModuleList(blocks(d) for d in cfg.depths[:-1])
-            self.bottleneck = blocks(cfg.depths[-1])
+            levels = len(cfg.depths) - 1
+            self.down = nn.ModuleList(blocks(d, i) for i, d in enumerate(cfg.depths[:-1]))
+            self.bottleneck = blocks(cfg.depths[-1], levels)
             # Up path mirrors the down path (finest level last); skip = concat + Linear.
             self.skip_proj = nn.ModuleList(nn.Linear(2 * hid, hid) for _ in cfg.depths[:-1])
-            self.up = nn.ModuleList(blocks(d) for d in reversed(cfg.depths[:-1]))
+            self.up = nn.ModuleList(blocks(d, levels - 1 - i)
+                                    for i, d in enumerate(reversed(cfg.depths[:-1])))
         elif cfg.architecture == "conv_stack":
             self.stack = nn.ModuleList(
                 ConvBlock(hid, int(hid * cfg.mlp_ratio), cfg.kernel_size, cfg.rows,
@@ -319,7 +359,9 @@ class LatentOperator(nn.Module):
             for blk in level:
                 x = blk(x)
             skips.append(x)
-            x = downsample_tokens(x, self.cfg.rows)
+            # Anti-aliased with position-aware attention; the original's pair mean otherwise.
+            down = downsample_tokens if self.cfg.attention == "grouped" else blur_downsample_tokens
+            x = down(x, self.cfg.rows)
         for blk in self.bottleneck:
             x = blk(x)
         for proj, level, skip in zip(self.skip_proj, self.up, reversed(skips)):

@@ -16,6 +16,7 @@ from torch import nn
 
 from ups_kedro.config import parse, to_dict
 from ups_kedro.models.autoencoder import Autoencoder, AutoencoderConfig
+from ups_kedro.models.corrector import RolloutCorrector, RolloutCorrectorConfig
 from ups_kedro.models.decoder import AnyPointDecoder, AnyPointDecoderConfig
 from ups_kedro.models.diffusion_residual import DiffusionResidual, DiffusionResidualConfig
 from ups_kedro.models.encoder import GridEncoder, GridEncoderConfig
@@ -30,6 +31,8 @@ MODEL_KINDS: dict[str, tuple[type, type[nn.Module]]] = {
     # Stage 2 teacher and Stage 3 student share the class; config.parameterisation tells them apart.
     "diffusion_residual": (DiffusionResidualConfig, DiffusionResidual),
     "steady_prior": (SteadyPriorConfig, SteadyPrior),
+    # Stage 2 default (and its Stage 3 student): corrector trained through its own rollout.
+    "rollout_corrector": (RolloutCorrectorConfig, RolloutCorrector),
 }
 
 

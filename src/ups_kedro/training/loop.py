@@ -465,6 +465,23 @@ def _validate(
     return sums
 
 
+@torch.no_grad()
+def _validation_metric(task: StageTask, eval_model: nn.Module, cfg: TrainConfig,
+                       device: torch.device) -> float | None:
+    """The task's optional selection metric (``task.validation_metric(model) -> float | None``,
+    lower is better, e.g. a rollout error that the one-step validation loss cannot see)."""
+    fn = getattr(task, "validation_metric", None)
+    if fn is None:
+        return None
+    eval_model.eval()
+    with _isolated_rng(cfg.seed + _VALIDATION_SEED_OFFSET, device):
+        value = fn(eval_model)
+    if value is None:
+        return None
+    # A rollout that blew up (inf/NaN) is the worst epoch, not a training failure.
+    return float(value) if math.isfinite(float(value)) else math.inf
+
+
 def _epoch_metrics(
     train: _Sums,
     val: _Sums | None,
@@ -730,10 +747,13 @@ def _fit(
         else:
             restore_rng_state(resumed.rng, loader_generator)
     elif val_loader is not None and cfg.divergence != DivergenceConfig(None, None):
-        # The untrained network's validation loss: the baseline a run must beat to publish.
-        progress.initial_val = _reduce_sums(_validate(
-            eval_model=eval_model, task=task, loader=val_loader, cfg=cfg, stage=stage,
-            epoch=0, step=0, device=device)).mean()
+        # The untrained network's selection value (the task's validation metric, else its
+        # validation loss): the baseline a run must beat to publish.
+        progress.initial_val = _validation_metric(task, eval_model, cfg, device)
+        if progress.initial_val is None:
+            progress.initial_val = _reduce_sums(_validate(
+                eval_model=eval_model, task=task, loader=val_loader, cfg=cfg, stage=stage,
+                epoch=0, step=0, device=device)).mean()
     resumed_from = progress.epoch
     _set_tags(on_epoch_end,
               {"resumed_from": resumed_from, "initial_val_loss": progress.initial_val})
@@ -772,9 +792,19 @@ def _fit(
                 )
             )
         selection = val_sums.mean() if val_sums is not None else train_sums.mean()
-        health.check_divergence(stage, epoch, selection, progress.best_val, progress.best_epoch,
-                                progress.initial_val, cfg,
-                                what="training loss" if val_sums is None else "validation loss")
+        val_metric = (_validation_metric(task, eval_model, cfg, device)
+                      if val_sums is not None else None)
+        if val_metric is not None:
+            selection = val_metric
+        if val_metric is not None and not math.isfinite(val_metric):
+            # A rollout metric that blew up is a bad epoch; only a non-finite loss fails here.
+            health.check_divergence(stage, epoch, val_sums.mean(), math.inf, 0, None, cfg)
+        else:
+            health.check_divergence(
+                stage, epoch, selection, progress.best_val, progress.best_epoch,
+                progress.initial_val, cfg,
+                what=("training loss" if val_sums is None else
+                      "validation metric" if val_metric is not None else "validation loss"))
 
         if selection < progress.best_val:
             progress.best_val = selection
@@ -798,6 +828,8 @@ def _fit(
             train_time=train_time,
         )
         metrics.update(health.grad_health(stage, epoch, metrics, progress.history, cfg))
+        if val_metric is not None:
+            metrics["val_metric"] = val_metric
         progress.history.append({"epoch": epoch, **metrics})
         progress.epoch = epoch
 

@@ -7,7 +7,15 @@ Batches come from :class:`~ups_kedro.data.torch_data.LatentPairDataset`:
 Losses (weights in :class:`OperatorLossConfig`):
 
 * ``forward``  — MSE(Op(z), z_next[0]) in latent space;
-* ``rollout``  — mean over the H unrolled steps of MSE(Op^h(z), z_next[h-1]) (H = ``rollout_horizon``);
+* ``rollout``  — mean over the H unrolled steps of MSE(Op^h(z), z_next[h-1])
+  (H = ``rollout_horizon``), with gradients through the whole rollout: the operator learns to
+  correct the drift its own earlier steps cause, which a one-step loss never shows it.  The
+  first ``rollout_warmup_epochs`` train one step only (cheap: many optimizer steps while the
+  one-step map is still poor), then ``rollout_curriculum_epochs`` > 0 grows the horizon
+  linearly to H over that many epochs (0: straight to H); ``rollout_grad_steps`` truncates
+  back-propagation to the last that many steps before each loss term's state (1: the
+  pushforward trick — earlier steps only produce a drifted input); validation always rolls out
+  the full H;
 * ``spectral`` — normalised difference of Fourier energy spectra of the one-step prediction along
   the token axis;
 * ``inv_enc``  — MSE(decoder(Op(z)), u_next[0]): the *prediction* decoded and compared with the true
@@ -27,6 +35,7 @@ The two inverse weights follow the curriculum of :func:`~ups_kedro.training.loss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +56,9 @@ class OperatorLossConfig:
     inverse_loss_max_weight: float = 0.05
     relative_floor: float | None = None
     input_noise: float = 0.0
+    rollout_warmup_epochs: int = 0
+    rollout_curriculum_epochs: int = 0
+    rollout_grad_steps: int | None = None
 
     def validate(self) -> None:
         if self.relative_floor is not None and not self.relative_floor > 0:
@@ -61,6 +73,15 @@ class OperatorLossConfig:
             raise ValueError(f"loss.rollout_horizon must be ≥ 1, got {self.rollout_horizon}")
         if self.lambda_rollout > 0 and self.rollout_horizon < 2:
             raise ValueError("loss.lambda_rollout > 0 needs loss.rollout_horizon ≥ 2")
+        if self.rollout_warmup_epochs < 0:
+            raise ValueError(f"loss.rollout_warmup_epochs must be ≥ 0, got "
+                             f"{self.rollout_warmup_epochs}")
+        if self.rollout_curriculum_epochs < 0:
+            raise ValueError(f"loss.rollout_curriculum_epochs must be ≥ 0, got "
+                             f"{self.rollout_curriculum_epochs}")
+        if self.rollout_grad_steps is not None and self.rollout_grad_steps < 1:
+            raise ValueError(f"loss.rollout_grad_steps must be ≥ 1 or null (full "
+                             f"back-propagation), got {self.rollout_grad_steps}")
         if self.inverse_loss_warmup_epochs < 0:
             raise ValueError("loss.inverse_loss_warmup_epochs must be ≥ 0")
         if self.lambda_forward + self.lambda_rollout == 0:
@@ -76,6 +97,20 @@ class OperatorLossConfig:
         """Future latents each batch must carry."""
         return self.rollout_horizon if self.lambda_rollout > 0 else 1
 
+    def horizon_at(self, epoch: int | None) -> int:
+        """Steps unrolled in training epoch ``epoch`` (≥ 1); ``None`` (validation): all of them.
+
+        Epochs ``1 .. rollout_warmup_epochs`` train one step; after them the horizon grows
+        linearly and reaches ``horizon`` at epoch ``warmup + rollout_curriculum_epochs + 1``
+        (right after the warm-up when the curriculum is 0), then stays there.
+        """
+        full, warm, ramp = self.horizon, self.rollout_warmup_epochs, self.rollout_curriculum_epochs
+        if epoch is None or full == 1:
+            return full
+        if epoch <= warm:
+            return 1
+        return min(full, 1 + ((epoch - warm) * (full - 1)) // (ramp + 1))
+
 
 class OperatorTask:
     """``StageTask`` for :class:`~ups_kedro.models.operator.LatentOperator`.
@@ -86,14 +121,23 @@ class OperatorTask:
         autoencoder: frozen autoencoder (``encode``/``decode``) for the inverse losses, or None.
         latent_origin: ``[N, D]`` latent of the all-zero physical field (the "no signal" state
             for ``relative_floor`` and ``input_noise``); None: the zero latent.
+        rollout_metric: ``metric(model) -> float``, lower is better (e.g. the decoded validation
+            rollout nRMSE); when given, :func:`~ups_kedro.training.loop.fit` selects the best
+            epoch by it through :meth:`validation_metric` instead of the validation loss.
     """
 
     def __init__(self, loss: OperatorLossConfig, dt: float, autoencoder: nn.Module | None = None,
-                 latent_origin: Tensor | None = None):
+                 latent_origin: Tensor | None = None,
+                 rollout_metric: Callable[[nn.Module], float] | None = None):
         if loss.needs_fields and autoencoder is None:
             raise ValueError("inverse losses need the autoencoder")
         self.loss, self.dt, self.autoencoder = loss, dt, autoencoder
         self.latent_origin = latent_origin
+        self.rollout_metric = rollout_metric
+
+    def validation_metric(self, model: nn.Module) -> float | None:
+        """Best-epoch selection metric (``None``: select by the validation loss)."""
+        return None if self.rollout_metric is None else float(self.rollout_metric(model))
 
     def _origin(self, z: Tensor) -> Tensor | None:
         return None if self.latent_origin is None else self.latent_origin.to(z.device, z.dtype)
@@ -115,9 +159,12 @@ class OperatorTask:
             scale = dev.float().square().flatten(1).mean(1).sqrt()  # [B] per-sample latent RMS
             scale = scale.reshape(-1, *([1] * (z.dim() - 1))).to(z.dtype)
             z = z + cfg.input_noise * scale * torch.randn_like(z)
-        steps = z_next.shape[1] if cfg.lambda_rollout > 0 else 1
+        steps = min(cfg.horizon_at(epoch), z_next.shape[1]) if cfg.lambda_rollout > 0 else 1
         preds, state = [], z
-        for _ in range(steps):
+        for h in range(steps):
+            if (epoch is not None and cfg.rollout_grad_steps is not None and h > 0
+                    and h % cfg.rollout_grad_steps == 0):
+                state = state.detach()  # truncated back-propagation through the rollout
             state = model(state, self.dt)
             preds.append(state)
         pred1 = preds[0]
@@ -141,6 +188,8 @@ class OperatorTask:
             if epoch is not None:
                 total = total + weights["inv_enc"] * parts["inv_enc"] + weights["inv_dec"] * parts["inv_dec"]
         comps = {k: v.item() for k, v in parts.items()}
+        if cfg.lambda_rollout > 0 and epoch is not None:
+            comps["horizon"] = float(steps)  # the curriculum's current horizon, for the curves
         return total, comps
 
     def training_loss(self, model: nn.Module, batch: dict[str, Tensor], epoch: int

@@ -1,6 +1,8 @@
-"""Nodes of ``consistency_distill`` (Stage 3): distil the Stage 2 sampler into a 1–few step student.
+"""Nodes of ``consistency_distill`` (Stage 3): distil the Stage 2 corrector into a fast student.
 
-Consistency distillation (Song et al. 2023): the student has the consistency parameterisation
+A Stage 2 rollout corrector (the default) is distilled into a one-evaluation student trained
+through its own rollout (:func:`_distill_rollout_corrector`).  For an EDM Stage 2 model:
+consistency distillation (Song et al. 2023): the student has the consistency parameterisation
 (its output equals its input at σ_min), a slowly updated target copy supplies the regression
 target, and one Heun step of the frozen Stage 2 model links adjacent noise levels.  The student
 is saved as its own artifact; the Stage 2 checkpoint is only read.
@@ -8,6 +10,7 @@ is saved as its own artifact; the Stage 2 checkpoint is only read.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -16,17 +19,19 @@ import torch
 from ups_kedro.config import parse
 from ups_kedro.data.torch_data import ResidualPairDataset
 from ups_kedro.datasets.array_dataset import ArrayBundle
+from ups_kedro.models.corrector import RolloutCorrector
 from ups_kedro.models.diffusion_residual import make_consistency_student
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.consistency_distill.config import ConsistencyDistillStageConfig
-from ups_kedro.pipelines.diff_residual.nodes import evaluate_corrector
 from ups_kedro.pipelines import stage_cache
+from ups_kedro.pipelines.diff_residual.nodes import evaluate_corrector, unrolled_windows
 from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
 from ups_kedro.pipelines.tracking import epoch_logger
-from ups_kedro.pipelines.upstream import load_operator, require_checkpoint
+from ups_kedro.pipelines.upstream import FrozenOperator, load_operator, require_checkpoint
 from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
 from ups_kedro.training.checkpoint import run_fingerprint
 from ups_kedro.training.diffusion import ConsistencyDistillTask
+from ups_kedro.training.corrector import UnrolledCorrectorTask, make_student
 from ups_kedro.training.loop import fit
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,9 @@ def distill_consistency(diff_residual_checkpoint: dict, operator_checkpoint: dic
                  diff_residual_checkpoint["lineage"].get("operator_run_id"),
                  "Re-run `kedro run --pipeline diff_residual` on the current operator.")
     teacher = freeze(load_module(diff_residual_checkpoint))
+    if isinstance(teacher, RolloutCorrector):
+        return _distill_rollout_corrector(cfg, teacher, op, diff_residual_checkpoint,
+                                          operator_checkpoint, latents_train, latents_val)
     torch.manual_seed(cfg.train.seed)
     student = make_consistency_student(teacher, init_from_teacher=cfg.init_from_teacher)
     task = ConsistencyDistillTask(
@@ -71,6 +79,44 @@ def distill_consistency(diff_residual_checkpoint: dict, operator_checkpoint: dic
                  on_epoch_end=epoch_logger(STAGE))
     return make_checkpoint(
         student, result, train_config=cfg.train, normaliser=operator_checkpoint["normaliser"],
+        lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash, operator_run_id=op.run_id,
+                             diff_residual_run_id=teacher_run,
+                             split_manifest_hash=latents_train.meta["split_manifest_hash"]))
+
+
+def _distill_rollout_corrector(cfg: ConsistencyDistillStageConfig, teacher: RolloutCorrector,
+                               op: FrozenOperator, diff_residual_checkpoint: dict,
+                               operator_checkpoint: dict, latents_train: ArrayBundle,
+                               latents_val: ArrayBundle) -> dict:
+    """One-evaluation student of a rollout corrector, trained through its own rollout.
+
+    No target network: the frozen teacher supplies the targets, so the loop's own state
+    (student, optimiser, EMA) is the whole training state and a killed run resumes exactly.
+    A teacher that already takes one evaluation per step is copied (nothing to distil: further
+    training is Stage 2's job, with its own schedule).
+    """
+    r = cfg.rollout
+    train_cfg = r.train
+    if teacher.nfe == 1:
+        logger.info("consistency_distill: the Stage 2 corrector already takes one network "
+                    "evaluation per step; the student is its copy (no training)")
+        train_cfg = dataclasses.replace(train_cfg, epochs=0)
+    torch.manual_seed(train_cfg.seed)
+    student = make_student(teacher)
+    train, horizon = unrolled_windows(latents_train, r.horizon, op.time_stride,
+                                      r.train_start_stride, r.first_start)
+    val, _ = unrolled_windows(latents_val, horizon, op.time_stride, r.val_start_stride,
+                              r.first_start)
+    task = UnrolledCorrectorTask(op, horizon, r.relative_floor, teacher=teacher,
+                                 lambda_teacher=r.lambda_teacher)
+    teacher_run = diff_residual_checkpoint["lineage"].get("mlflow_run_id")
+    tag_upstream(STAGE, diff_residual_run=teacher_run, operator_run=op.run_id)
+    result = fit(student, task, train, val, train_cfg, stage=STAGE,
+                 state_dir=project_root() / cfg.state_dir,
+                 fingerprint=run_fingerprint(cfg, f"{op.encoder_hash}:{teacher_run}"),
+                 on_epoch_end=epoch_logger(STAGE))
+    return make_checkpoint(
+        student, result, train_config=train_cfg, normaliser=operator_checkpoint["normaliser"],
         lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash, operator_run_id=op.run_id,
                              diff_residual_run_id=teacher_run,
                              split_manifest_hash=latents_train.meta["split_manifest_hash"]))

@@ -8,6 +8,7 @@ and compared with the truth in physical (de-normalised) units.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation import report
 from ups_kedro.evaluation.rollout_file import RolloutSet
 from ups_kedro.evaluation.solver_reference import solver_spec
-from ups_kedro.evaluation.suite import evaluate_surrogate
+from ups_kedro.evaluation.suite import calibrate_threshold, evaluate_surrogate
 from ups_kedro.pipelines.evaluation.config import EvaluationConfig
 from ups_kedro.pipelines.steady_prior.nodes import score_steady
 from ups_kedro.pipelines.tracking import log_metrics
@@ -55,7 +56,17 @@ def rollout_variants(autoencoder_checkpoint: dict, operator_checkpoint: dict,
     surrogate, notes = load_surrogate(autoencoder_checkpoint, operator_checkpoint,
                                       diff_residual_checkpoint, consistency_distill_checkpoint)
     fields, meta = pick_split(cfg, fields_val, fields_test)
-    rollouts = evaluate_surrogate(surrogate, fields, meta, cfg.variants, solver_spec(raw_source))
+    variants = cfg.variants
+    gated = variants.gated
+    if gated is not None and gated.residual_quantile is not None:
+        threshold = calibrate_threshold(surrogate, np.asarray(fields_val.array),
+                                        int(fields_val.meta["initial_step"]),
+                                        gated.residual_quantile)
+        notes.append(f"gated: residual_threshold {threshold:.4g} = quantile "
+                     f"{gated.residual_quantile} of the validation latent change")
+        variants = replace(variants, gated=replace(gated, residual_threshold=threshold,
+                                                   residual_quantile=None))
+    rollouts = evaluate_surrogate(surrogate, fields, meta, variants, solver_spec(raw_source))
     rollouts.notes[:0] = notes
     return rollouts
 

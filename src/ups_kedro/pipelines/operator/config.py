@@ -18,7 +18,9 @@ class OperatorModelParams:
     architecture: str = "conv_stack"
     hidden_dim: int = 64
     group_size: int = 12
-    num_heads: int = 6
+    num_heads: int = 4
+    attention: str = "relpos"
+    window: int | None = None
     depths: tuple[int, ...] = (4,)
     mlp_ratio: float = 1.0
     time_embed_dim: int = 64
@@ -38,6 +40,8 @@ class OperatorStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=64))
     time_stride: int = 1
     val_start_stride: int = 4   # validate on every 4th start frame (cheaper, same distribution)
+    train_start_stride: int = 1  # one random training window start per n frames (1: all)
+    select_on_rollout: bool = True  # best epoch by the decoded validation rollout nRMSE
     eval: OperatorEvalParams = field(default_factory=OperatorEvalParams)
     state_dir: str = "data/06_models/state/operator"
     # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint
@@ -46,3 +50,5 @@ class OperatorStageConfig:
     def validate(self) -> None:
         if self.time_stride < 1:
             raise ValueError(f"time_stride must be ≥ 1, got {self.time_stride}")
+        if self.train_start_stride < 1:
+            raise ValueError(f"train_start_stride must be ≥ 1, got {self.train_start_stride}")

@@ -1,4 +1,4 @@
-"""Nodes of the ``operator`` pipeline (Stage 1): train the latent PDE-Transformer, score it."""
+"""Nodes of the ``operator`` pipeline (Stage 1): train the latent operator, score it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 
 from ups_kedro.config import ConfigError, parse
 from ups_kedro.data.torch_data import LatentPairDataset, normaliser_tensors
+from ups_kedro.data.windows import JitteredWindowDataset
 from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation import metrics
-from ups_kedro.evaluation.rollout import one_step_rollout, scored_frames
+from ups_kedro.evaluation.rollout import latent_rollout, one_step_rollout, scored_frames
 from ups_kedro.evaluation.variants import flatten_scores, operator_variant, score_variants
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
@@ -58,7 +59,8 @@ def build_operator(cfg: OperatorStageConfig, latents_shape: tuple[int, ...],
         "latent_dim": dim, "latent_tokens": tokens, "hidden_dim": m.hidden_dim,
         "group_size": m.group_size, "num_heads": m.num_heads, "time_embed_dim": m.time_embed_dim,
         "architecture": m.architecture, "depths": list(m.depths), "mlp_ratio": m.mlp_ratio,
-        "dropout": m.dropout, "kernel_size": m.kernel_size, "spatial_dims": spatial_dims})
+        "dropout": m.dropout, "kernel_size": m.kernel_size, "spatial_dims": spatial_dims,
+        "attention": m.attention, "window": m.window})
 
 
 @torch.no_grad()
@@ -68,6 +70,30 @@ def latent_origin(autoencoder: torch.nn.Module, normaliser: dict) -> torch.Tenso
     enc = autoencoder.cfg.encoder
     zero = ((torch.zeros(1, *enc.grid_shape, enc.in_channels) - mean) / std).float()
     return autoencoder.encode(zero)[0]
+
+
+def rollout_selection_metric(autoencoder: torch.nn.Module, fields_val: ArrayBundle,
+                             normaliser: dict, dt: float, time_stride: int, batch_size: int):
+    """``metric(operator) -> float``: decoded validation rollout nRMSE (PDEBench protocol).
+
+    The same rollout and metric as evaluation, so the epoch kept is the one that rolls out best;
+    the one-step loss saturates at the autoencoder's floor and cannot tell drifting epochs apart.
+    """
+    fields = np.asarray(fields_val.array, dtype=np.float32)
+    initial_step = int(fields_val.meta["initial_step"])
+    truth = fields[:, scored_frames(fields.shape[1], initial_step, time_stride)]
+
+    def metric(operator: torch.nn.Module) -> float:
+        device = next(operator.parameters()).device  # the autoencoder stays on the CPU
+
+        def step(z: torch.Tensor) -> torch.Tensor:
+            return operator(z.to(device), dt).float().to(z.device)
+
+        pred = latent_rollout(fields, normaliser, autoencoder.encode, step, autoencoder.decode,
+                              initial_step, time_stride, batch_size)
+        return float(metrics.nrmse(pred, truth).mean())
+
+    return metric
 
 
 def train_operator(
@@ -95,12 +121,20 @@ def train_operator(
             fields=fields.array if cfg.loss.needs_fields else None,
             normaliser=normaliser if cfg.loss.needs_fields else None, starts=starts)
 
-    train = pairs(latents_train, fields_train)
+    if cfg.loss.needs_fields:  # the physical losses need the target fields: all start frames
+        train = pairs(latents_train, fields_train)
+    else:
+        train = JitteredWindowDataset(latents_train.array, cfg.loss.horizon, cfg.time_stride,
+                                      cfg.train_start_stride)
     val = pairs(latents_val, fields_val,
                 starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
     tag_upstream(STAGE, encoder_hash=encoder_hash,
                  autoencoder_run=autoencoder_checkpoint["lineage"].get("mlflow_run_id"))
-    result = fit(model, OperatorTask(cfg.loss, dt, autoencoder, origin), train, val, cfg.train,
+    selection = (rollout_selection_metric(ae_module, fields_val, normaliser, dt, cfg.time_stride,
+                                          cfg.eval.batch_size)
+                 if cfg.select_on_rollout else None)
+    task = OperatorTask(cfg.loss, dt, autoencoder, origin, rollout_metric=selection)
+    result = fit(model, task, train, val, cfg.train,
                  stage=STAGE, state_dir=project_root() / cfg.state_dir,
                  fingerprint=run_fingerprint(cfg, encoder_hash),
                  on_epoch_end=epoch_logger(STAGE))

@@ -1,4 +1,4 @@
-"""``operator`` (Stage 1): latent PDE-Transformer z(t) → z(t+dt), scored by decoded rollouts."""
+"""``operator`` (Stage 1): latent operator z(t) → z(t+dt), trained unrolled, scored by rollouts."""
 
 from kedro.pipeline import Node, Pipeline
 
