@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 from kedro.framework.cli.project import run as _kedro_run
+from kedro.framework.cli.utils import _split_params
 
 from ups_kedro.errors import UserError
 
@@ -211,3 +212,30 @@ def _params() -> list[click.Parameter]:
 run = click.Command(name="run", callback=_run, params=_params(), help=_kedro_run.help,
                     short_help=_kedro_run.short_help)
 cli.add_command(run)
+
+
+@cli.command(name="status")
+@click.option("--env", "-e", default=None, help="Kedro configuration environment (as kedro run).")
+@click.option("--pipeline", "-p", default="__default__", help="Pipeline to inspect.")
+@click.option("--params", type=click.UNPROCESSED, default="", callback=_split_params,
+              help="Runtime parameters as for kedro run (key=value,key2=value2), e.g. to see "
+                   "what a change would retrain.")
+def status(env: str | None, pipeline: str, params: dict) -> None:
+    """What `kedro run` would retrain, and why (a dry run: nothing is trained).
+
+    Force a stage with `kedro run --params <stage>.force=true` (it and everything downstream of
+    it retrain).
+    """
+    from pathlib import Path
+
+    from ups_kedro.pipelines.stage_dry_run import dry_run, format_table
+
+    try:
+        verdicts = dry_run(Path.cwd(), env, params or {}, pipeline)
+    except Exception as exc:  # noqa: BLE001 - one line for ours, as `kedro run`
+        err = user_error(exc)
+        if err is None:
+            raise
+        click.secho(f"Error: {one_line(err)}", fg="red", err=True)
+        sys.exit(1)
+    click.echo(format_table(verdicts))

@@ -14,6 +14,8 @@ Two things here matter beyond Kedro's defaults:
 * Under ``torchrun`` (``RANK`` set) only rank 0 tracks: kedro-mlflow's hooks are disabled on
   every other rank (no MLflow run, no params, no artifacts), and ``DistributedHooks`` keeps
   those ranks' catalog outputs in memory.
+* ``StageCacheHooks`` publishes a trained stage's fingerprint and status (re-run only what
+  changed: :mod:`ups_kedro.pipelines.stage_cache`).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from kedro.config import OmegaConfigLoader
 
 from ups_kedro.data_integrity import DataTransactionHooks
 from ups_kedro.hooks import DistributedHooks, LineageHooks, MlflowViewHooks
+from ups_kedro.pipelines.stage_cache import StageCacheHooks
 from ups_kedro.paths import mlflow_artifact_root, mlflow_tracking_uri, project_root
 from ups_kedro.run_status import RunStatusHooks, limit_http_retries
 from ups_kedro.training.distributed import launched_rank
 
 limit_http_retries()  # before kedro-mlflow's first request to an HTTP tracking server
 HOOKS = (LineageHooks(), MlflowViewHooks(), DistributedHooks(), RunStatusHooks(),
-         DataTransactionHooks())
+         DataTransactionHooks(), StageCacheHooks())
 
 # The plugin's module name (underscore): the hyphenated distribution name silently does nothing.
 DISABLE_HOOKS_FOR_PLUGINS: tuple[str, ...] = (

@@ -117,7 +117,8 @@ def _wait_for_epoch(state: Path, epoch: int, proc: subprocess.Popen, timeout: fl
             raise AssertionError(f"kedro run ended before epoch {epoch} (exit {proc.returncode})")
         if state.is_file():
             try:
-                if load_train_state(state).epoch >= epoch:
+                saved = load_train_state(state)
+                if saved.epoch >= epoch and not saved.finished:  # not the previous run's
                     return
             except (OSError, RuntimeError, EOFError):
                 pass  # replaced while we read it; try again
@@ -127,7 +128,11 @@ def _wait_for_epoch(state: Path, epoch: int, proc: subprocess.Popen, timeout: fl
 
 def test_killed_stage_resumes_to_the_uninterrupted_result(chain: Path) -> None:
     """SIGKILL `kedro run --pipeline operator` after epoch 2; the re-run ends where an
-    uninterrupted run ends (same seed, CPU: identical weights and validation loss)."""
+    uninterrupted run ends (same seed, CPU: identical weights and validation loss).
+
+    The killed run is forced (``operator.force``): with the same parameters the stage is up
+    to date after the reference run and would be reused.  Its status file then says
+    ``running`` with a free lock (killed), so the next plain run resumes it."""
     params = {"operator": {"train": {"epochs": 4}}}
     run_kedro(chain, "operator", params=params)
     reference = _ckpt(chain, "operator")
@@ -136,7 +141,7 @@ def test_killed_stage_resumes_to_the_uninterrupted_result(chain: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipeline", "operator",
-         "--params", "operator.train.epochs=4"],
+         "--params", "operator.train.epochs=4,operator.force=true"],
         cwd=chain, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_epoch(state, 2, proc)

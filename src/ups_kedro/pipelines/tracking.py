@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import mlflow
 
@@ -43,6 +45,11 @@ class EpochLogger:
     list the flagged epochs (absent: never flagged).  ``set_tags(mapping)``: run-level facts
     from the engine (``seed``, ``num_threads``, ``resumed_from``, ``initial_val_loss``) as
     ``ups.<stage>.<key>``.  ``run_id``: the MLflow run, recorded in the stage's lock file.
+
+    Each epoch also goes to the stage's status file and one line of its JSONL log
+    (``<data_dir>/08_reporting/logs/<stage>.jsonl``, :mod:`ups_kedro.pipelines.stage_cache`):
+    losses and components, val loss, lr, pre-clip gradient norm, health flags, samples/s,
+    epoch seconds and the wall-clock time.
     """
 
     def __init__(self, stage: str) -> None:
@@ -63,6 +70,11 @@ class EpochLogger:
         shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in
                           ("loss", "val_loss", "lr", "grad_norm", "epoch_time_sec") if k in metrics)
         logger.info("%s epoch %d: %s", self.stage, epoch, shown)
+        if (launched_rank() or 0) == 0:
+            from ups_kedro.pipelines import stage_cache  # it imports this module
+
+            stage_cache.epoch_done(self.stage, epoch, metrics,
+                                   time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         set_tags({f"ups.{self.stage}.{k}": str(v) for k, v in tags.items()})
@@ -98,3 +110,9 @@ def active_run_id() -> str | None:
         return None
     run = mlflow.active_run()
     return run.info.run_id if run else None
+
+
+def log_artifact(path: Path, directory: str) -> None:
+    """Copy a local file to the active run's ``directory``, if any."""
+    if _tracking():
+        mlflow.log_artifact(str(path), directory)

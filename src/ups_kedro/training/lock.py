@@ -11,6 +11,9 @@ killed run can never block the next one, and taking the lock needs no pid livene
 names a holder when the lock is free is such a leftover: it is taken over with a warning.
 The file itself stays (emptied on release): removing it would let a run that opened it just
 before lock a file no other run can see any more.
+
+Beside it, ``status.json`` (:mod:`~ups_kedro.training.stage_status`) records what the last run
+of the stage was; a status ``running`` counts only while this lock is held (else: killed).
 """
 
 from __future__ import annotations

@@ -47,3 +47,5 @@ class AutoencoderStageConfig:
     val_frame_stride: int = 4       # validate on every 4th frame (cheaper, same distribution)
     encode_batch_size: int = 512
     state_dir: str = "data/06_models/state/autoencoder"
+    # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint
+    force: bool = False

@@ -17,6 +17,7 @@ from ups_kedro.evaluation.rollout import reconstruct
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.autoencoder.config import AutoencoderStageConfig
+from ups_kedro.pipelines import stage_cache
 from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
 from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
 from ups_kedro.training.artifacts import load_module, make_checkpoint, module_hash
@@ -67,6 +68,9 @@ def train_autoencoder(
 ) -> dict:
     """Train encoder + decoder on reconstruction and latent consistency; return the checkpoint."""
     cfg = _config(params)
+    if (ckpt := stage_cache.reuse(STAGE, cfg, project_root() / cfg.state_dir, {
+            "fields_train": fields_train, "fields_val": fields_val, "normaliser": normaliser})):
+        return ckpt
     manifest_hash = fields_train.meta["split_manifest_hash"]
     require_same("split manifest", manifest_hash, fields_val.meta["split_manifest_hash"],
                  "Re-run data_processing so train and val come from one split.")

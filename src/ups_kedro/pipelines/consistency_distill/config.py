@@ -54,3 +54,5 @@ class ConsistencyDistillStageConfig:
     val_start_stride: int = 4
     eval: DistillEvalParams = field(default_factory=DistillEvalParams)
     state_dir: str = "data/06_models/state/consistency_distill"
+    # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint
+    force: bool = False

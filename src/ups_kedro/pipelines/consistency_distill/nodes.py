@@ -23,6 +23,7 @@ from ups_kedro.models.corrector import RolloutCorrector
 from ups_kedro.models.diffusion_residual import make_consistency_student
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.consistency_distill.config import ConsistencyDistillStageConfig
+from ups_kedro.pipelines import stage_cache
 from ups_kedro.pipelines.diff_residual.nodes import evaluate_corrector, unrolled_windows
 from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
 from ups_kedro.pipelines.tracking import epoch_logger
@@ -47,6 +48,10 @@ def distill_consistency(diff_residual_checkpoint: dict, operator_checkpoint: dic
     """Train the consistency student from the frozen Stage 2 teacher."""
     cfg = _config(params)
     require_checkpoint(diff_residual_checkpoint, "diff_residual", STAGE)
+    if (ckpt := stage_cache.reuse(STAGE, cfg, project_root() / cfg.state_dir, {
+            "diff_residual": diff_residual_checkpoint, "operator": operator_checkpoint,
+            "latents_train": latents_train, "latents_val": latents_val})):
+        return ckpt
     op = load_operator(operator_checkpoint, latents_train, latents_val)
     require_same("operator behind the Stage 2 teacher", op.run_id,
                  diff_residual_checkpoint["lineage"].get("operator_run_id"),

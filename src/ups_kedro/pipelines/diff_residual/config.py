@@ -92,3 +92,5 @@ class DiffResidualStageConfig:
     val_num_sigmas: int = 8
     eval: ResidualEvalParams = field(default_factory=ResidualEvalParams)
     state_dir: str = "data/06_models/state/diff_residual"
+    # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint
+    force: bool = False

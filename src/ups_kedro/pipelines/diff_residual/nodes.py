@@ -34,6 +34,7 @@ from ups_kedro.models.corrector import RolloutCorrector
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.diff_residual.config import DiffResidualStageConfig
+from ups_kedro.pipelines import stage_cache
 from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
 from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
 from ups_kedro.pipelines.upstream import FrozenOperator, load_operator
@@ -68,6 +69,10 @@ def train_diff_residual(operator_checkpoint: dict, latents_train: ArrayBundle,
                         latents_val: ArrayBundle, params: dict[str, Any]) -> dict:
     """Train the Stage 2 corrector against the frozen operator (``method`` picks the form)."""
     cfg = _config(params)
+    if (ckpt := stage_cache.reuse(STAGE, cfg, project_root() / cfg.state_dir, {
+            "operator": operator_checkpoint, "latents_train": latents_train,
+            "latents_val": latents_val})):
+        return ckpt
     op = load_operator(operator_checkpoint, latents_train, latents_val)
     if cfg.method == "corrector":
         return _train_rollout_corrector(cfg, op, operator_checkpoint, latents_train, latents_val)

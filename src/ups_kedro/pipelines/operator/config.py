@@ -46,6 +46,8 @@ class OperatorStageConfig:
     select_on_rollout: bool = True  # best epoch by the decoded validation rollout nRMSE
     eval: OperatorEvalParams = field(default_factory=OperatorEvalParams)
     state_dir: str = "data/06_models/state/operator"
+    # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint
+    force: bool = False
 
     def validate(self) -> None:
         if self.time_stride < 1:

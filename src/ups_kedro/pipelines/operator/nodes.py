@@ -17,6 +17,7 @@ from ups_kedro.evaluation.rollout import latent_rollout, one_step_rollout, score
 from ups_kedro.evaluation.variants import flatten_scores, operator_variant, score_variants
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
+from ups_kedro.pipelines import stage_cache
 from ups_kedro.pipelines.lineage import make_lineage, require_meta, require_same, tag_upstream
 from ups_kedro.pipelines.operator.config import OperatorStageConfig
 from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
@@ -101,6 +102,10 @@ def train_operator(
 ) -> dict:
     """Train the LatentOperator on latent transitions; the checkpoint carries its lineage."""
     cfg = _config(params)
+    if (ckpt := stage_cache.reuse(STAGE, cfg, project_root() / cfg.state_dir, {
+            "latents_train": latents_train, "latents_val": latents_val, "fields_train":
+            fields_train, "fields_val": fields_val, "autoencoder": autoencoder_checkpoint})):
+        return ckpt
     encoder_hash = check_latents(autoencoder_checkpoint, latents_train, latents_val)
     torch.manual_seed(cfg.train.seed)
     ae_module = freeze(load_module(autoencoder_checkpoint))

@@ -73,6 +73,8 @@ class SteadyPriorStageConfig:
     eval: SteadyEvalParams = field(default_factory=SteadyEvalParams)
     torch_threads: int | None = 1   # these models are tiny: one thread is fastest (null: torch's)
     state_dir: str = "data/06_models/state/steady_prior"
+    # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint
+    force: bool = False
 
     @property
     def enabled(self) -> bool:

@@ -41,6 +41,7 @@ from ups_kedro.evaluation.rollout import reconstruct
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.autoencoder.nodes import build_autoencoder
+from ups_kedro.pipelines import stage_cache
 from ups_kedro.pipelines.lineage import make_lineage, require_meta, require_same, tag_upstream
 from ups_kedro.pipelines.steady_prior.config import SteadyPriorStageConfig
 from ups_kedro.pipelines.tracking import epoch_logger, log_metrics, set_tags
@@ -158,6 +159,10 @@ def train_steady_autoencoder(solutions_train: ArrayBundle, solutions_val: ArrayB
         return _skipped_checkpoint("autoencoder_checkpoint", reason)
     manifest_hash = _check_split(normaliser, solutions_train, solutions_val)
     ae_cfg = cfg.autoencoder.stage_config()
+    if (ckpt := stage_cache.reuse(AE_STAGE, ae_cfg, project_root() / cfg.state_dir / "autoencoder",
+                                  {"solutions_train": solutions_train, "solutions_val":
+                                   solutions_val, "normaliser": normaliser}, force=cfg.force)):
+        return ckpt
     with torch_threads(cfg.torch_threads):
         torch.manual_seed(ae_cfg.train.seed)
         model = build_autoencoder(ae_cfg, solutions_train.array.shape)
@@ -235,6 +240,11 @@ def train_steady_prior(
                    {"autoencoder_checkpoint": autoencoder_checkpoint})
     if reason:
         return _skipped_checkpoint("checkpoint", reason)
+    if (ckpt := stage_cache.reuse(STAGE, cfg, project_root() / cfg.state_dir / "prior", {
+            "autoencoder": autoencoder_checkpoint, "solutions_train": solutions_train,
+            "solutions_val": solutions_val, "coefficients_train": coefficients_train,
+            "coefficients_val": coefficients_val, "normaliser": normaliser})):
+        return ckpt
     manifest_hash = _check_split(normaliser, solutions_train, solutions_val, coefficients_train,
                                  coefficients_val)
     lineage = autoencoder_checkpoint["lineage"]
