@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ups_kedro.models.autoencoder import Autoencoder, AutoencoderConfig
+from ups_kedro.models.corrector import RolloutCorrectorConfig
 from ups_kedro.models.diffusion_residual import DiffusionResidualConfig
 from ups_kedro.models.registry import MODEL_KINDS, build_model, model_config, model_kind
 from ups_kedro.models.steady_prior import SteadyPriorConfig
@@ -30,6 +31,9 @@ def _example(kind: str) -> tuple[object, tuple[torch.Tensor, ...]]:
         cfg = DiffusionResidualConfig(latent_dim=8, latent_tokens=8, hidden_dim=16,
                                       architecture="token_mixer", num_layers=1)
         return cfg, (torch.randn(2, 8, 8), torch.randn(2, 8, 8), torch.full((2,), 0.5))
+    if kind == "rollout_corrector":
+        cfg = RolloutCorrectorConfig(latent_dim=8, latent_tokens=8, hidden_dim=16, num_blocks=1)
+        return cfg, (torch.randn(2, 8, 8), torch.randn(2, 8, 8))
     if kind == "steady_prior":
         cfg = SteadyPriorConfig(latent_dim=8, latent_tokens=8, cond_dim=3, hidden_dim=16)
         return cfg, (torch.randn(2, 8, 8), torch.randn(2, 8, 3))

@@ -65,7 +65,7 @@ def test_two_smoke_seeds_end_to_end(tmp_path: Path) -> None:
     report = json.loads((out / "seeds.json").read_text())
     assert report["seeds"] == [0, 1]
     variants = report["summary"]["variants"]
-    assert {"operator", "diff_residual_16step", "consistency_distill_1step"} <= set(variants)
+    assert {"operator", "diff_residual", "consistency_distill_1step"} <= set(variants)
     for entry in variants.values():
         nrmse = entry["nrmse"]
         assert len(nrmse["values"]) == 2 and all(math.isfinite(v) for v in nrmse["values"])

@@ -88,7 +88,9 @@ def test_fit_selects_the_epoch_with_the_best_validation_metric() -> None:
     """The metric (not the validation loss) picks the epoch, and its weights are returned."""
     torch.manual_seed(0)
     data = _Items(torch.randn(16, 8, 4), torch.randn(16, 1, 8, 4))
-    scripted = iter([0.5, 0.2, 0.4, 0.3])   # best: epoch 2 (not the last, where loss is lowest)
+    # The untrained network first (the divergence guard's baseline), then epochs 1-4;
+    # best: epoch 2 (not the last, where the loss is lowest).
+    scripted = iter([1.0, 0.5, 0.2, 0.4, 0.3])
     seen: list[dict[str, torch.Tensor]] = []
 
     def metric(model: nn.Module) -> float:
@@ -102,7 +104,7 @@ def test_fit_selects_the_epoch_with_the_best_validation_metric() -> None:
     assert result.best_epoch == 2 and result.best_val_loss == pytest.approx(0.2)
     assert [h["val_metric"] for h in result.history] == pytest.approx([0.5, 0.2, 0.4, 0.3])
     for k, v in result.model_state.items():
-        torch.testing.assert_close(v, seen[1][k])
+        torch.testing.assert_close(v, seen[2][k])
     # Without a metric the validation loss selects, as before.
     plain = fit(_operator(), OperatorTask(OperatorLossConfig(), 0.05), data, data,
                 TrainConfig(epochs=2, batch_size=8, progress=False), stage="operator")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,28 +73,46 @@ def latent_origin(autoencoder: torch.nn.Module, normaliser: dict) -> torch.Tenso
     return autoencoder.encode(zero)[0]
 
 
-def rollout_selection_metric(autoencoder: torch.nn.Module, fields_val: ArrayBundle,
-                             normaliser: dict, dt: float, time_stride: int, batch_size: int):
+@dataclass
+class RolloutSelectionMetric:
     """``metric(operator) -> float``: decoded validation rollout nRMSE (PDEBench protocol).
 
     The same rollout and metric as evaluation, so the epoch kept is the one that rolls out best;
     the one-step loss saturates at the autoencoder's floor and cannot tell drifting epochs apart.
+    A plain object (not a closure) so that data-parallel workers can receive it pickled.
+    ``fields``: validation fields [N, T, *space, C]; ``truth``: their scored frames.
     """
-    fields = np.asarray(fields_val.array, dtype=np.float32)
-    initial_step = int(fields_val.meta["initial_step"])
-    truth = fields[:, scored_frames(fields.shape[1], initial_step, time_stride)]
 
-    def metric(operator: torch.nn.Module) -> float:
+    autoencoder: torch.nn.Module
+    fields: np.ndarray
+    truth: np.ndarray
+    normaliser: dict
+    dt: float
+    initial_step: int
+    time_stride: int
+    batch_size: int
+
+    def __call__(self, operator: torch.nn.Module) -> float:
         device = next(operator.parameters()).device  # the autoencoder stays on the CPU
 
         def step(z: torch.Tensor) -> torch.Tensor:
-            return operator(z.to(device), dt).float().to(z.device)
+            return operator(z.to(device), self.dt).float().to(z.device)
 
-        pred = latent_rollout(fields, normaliser, autoencoder.encode, step, autoencoder.decode,
-                              initial_step, time_stride, batch_size)
-        return float(metrics.nrmse(pred, truth).mean())
+        pred = latent_rollout(self.fields, self.normaliser, self.autoencoder.encode, step,
+                              self.autoencoder.decode, self.initial_step, self.time_stride,
+                              self.batch_size)
+        return float(metrics.nrmse(pred, self.truth).mean())
 
-    return metric
+
+def rollout_selection_metric(autoencoder: torch.nn.Module, fields_val: ArrayBundle,
+                             normaliser: dict, dt: float, time_stride: int,
+                             batch_size: int) -> RolloutSelectionMetric:
+    """The validation rollout metric of :class:`RolloutSelectionMetric` for ``fields_val``."""
+    fields = np.asarray(fields_val.array, dtype=np.float32)
+    initial_step = int(fields_val.meta["initial_step"])
+    truth = fields[:, scored_frames(fields.shape[1], initial_step, time_stride)]
+    return RolloutSelectionMetric(autoencoder, fields, truth, normaliser, dt, initial_step,
+                                  time_stride, batch_size)
 
 
 def train_operator(
