@@ -37,6 +37,7 @@ import mlflow
 from kedro.framework.hooks import hook_impl
 
 from ups_kedro.errors import UserError
+from ups_kedro.processes import process_alive, process_start
 
 logger = logging.getLogger(__name__)
 
@@ -155,27 +156,6 @@ def _at_exit() -> None:
 # ------------------------------------------------------------------------------------------------
 # runs left RUNNING by a killed process
 # ------------------------------------------------------------------------------------------------
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (field 22 of /proc/<pid>/stat), to tell reused pids."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def process_alive(pid: int, started: str | None) -> bool:
-    """``pid`` runs and, when ``started`` (its :func:`process_start`) is known, is that process
-    (not a later one that reused the pid).  For the stage lock as well as for orphaned runs."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return started is None or process_start(pid) in (None, started)
-
-
 def close_orphaned_runs(current_run_id: str) -> list[str]:
     """Close ``RUNNING`` runs of this experiment whose process on this host is gone: ``KILLED``."""
     client = mlflow.MlflowClient()

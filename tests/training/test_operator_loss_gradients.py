@@ -10,30 +10,12 @@ loss.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-from torch import nn
 
-from ups_kedro.models.registry import build_model
 from ups_kedro.training.operator import OperatorLossConfig, OperatorTask
 
-
-def _autoencoder() -> nn.Module:
-    common = {"latent_dim": 4, "latent_tokens": 4, "spatial_dims": 1}
-    return build_model("autoencoder", {
-        "encoder": {**common, "in_channels": 1, "grid_shape": [16], "patch_size": 2,
-                    "stem_hidden": 8},
-        "decoder": {**common, "out_channels": 1, "hidden_dim": 8, "num_layers": 1,
-                    "num_heads": 2, "mlp_hidden": 8},
-    })
-
-
-def _operator() -> nn.Module:
-    op = build_model("latent_operator", {"latent_dim": 4, "latent_tokens": 4, "hidden_dim": 8,
-                                         "group_size": 4, "num_heads": 2, "time_embed_dim": 4})
-    nn.init.normal_(op.out_proj.weight, std=0.1)  # leave the persistence init behind
-    return op
+from .test_stage_tasks import _autoencoder, _operator
 
 
 @pytest.mark.parametrize("term", ["spectral", "inv_enc", "inv_dec"])

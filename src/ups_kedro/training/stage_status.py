@@ -39,6 +39,7 @@ from typing import Any
 
 from ups_kedro.atomic import atomic_file
 from ups_kedro.config import to_dict
+from ups_kedro.processes import process_alive
 from ups_kedro.training.lock import LOCK_NAME
 
 logger = logging.getLogger(__name__)
@@ -159,13 +160,7 @@ def effective_state(status: StageStatus, state_dir: Path) -> str:
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # this process is starting the stage anew
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid, None)
 
 
 def now() -> str:
