@@ -585,15 +585,15 @@ def fit(
     """
     cfg.validate(f"{stage}.train")  # fills in a derived seed before anything reads it
     ctx = distributed.context()
-    if ctx is not None and ctx.launcher == "spawn":
-        return _fit(model, task, train_data, val_data, cfg, stage=stage, state_dir=state_dir,
-                    on_epoch_end=on_epoch_end, **kwargs)
+    spawned = ctx is not None and ctx.launcher == "spawn"
     with contextlib.ExitStack() as stack:
-        if state_dir is not None and cfg.epochs > 0 and (distributed.launched_rank() or 0) == 0:
-            run_id = getattr(on_epoch_end, "run_id", None)
-            stack.enter_context(StageLock(Path(state_dir), stage, run_id))
-        threads = stack.enter_context(torch_threads(cfg.num_threads, stage))
-        _set_tags(on_epoch_end, {"seed": cfg.seed, "num_threads": threads})
+        if not spawned:
+            if (state_dir is not None and cfg.epochs > 0
+                    and (distributed.launched_rank() or 0) == 0):
+                run_id = getattr(on_epoch_end, "run_id", None)
+                stack.enter_context(StageLock(Path(state_dir), stage, run_id))
+            threads = stack.enter_context(torch_threads(cfg.num_threads, stage))
+            _set_tags(on_epoch_end, {"seed": cfg.seed, "num_threads": threads})
         return _fit(model, task, train_data, val_data, cfg, stage=stage, state_dir=state_dir,
                     on_epoch_end=on_epoch_end, **kwargs)
 

@@ -46,6 +46,7 @@ from ups_kedro.training.diffusion import (
     precompute_operator_predictions,
 )
 from ups_kedro.training.corrector import UnrolledCorrectorTask
+from ups_kedro.training.config import TrainConfig
 from ups_kedro.training.loop import fit
 
 logger = logging.getLogger(__name__)
@@ -117,16 +118,8 @@ def _train_rollout_corrector(cfg: DiffResidualStageConfig, op: FrozenOperator,
         "spatial_dims": int(operator_checkpoint["config"].get("spatial_dims", 1)),
         **vars(c.model)})
     task = UnrolledCorrectorTask(op, horizon, c.relative_floor)
-    tag_upstream(STAGE, operator_run=op.run_id, encoder_hash=op.encoder_hash)
-    result = fit(model, task, train, val, c.train, stage=STAGE,
-                 state_dir=project_root() / cfg.state_dir,
-                 fingerprint=run_fingerprint(cfg, f"{op.encoder_hash}:{op.run_id}"),
-                 on_epoch_end=epoch_logger(STAGE))
-    return make_checkpoint(
-        model, result, train_config=c.train, normaliser=operator_checkpoint["normaliser"],
-        lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash,
-                             operator_run_id=op.run_id,
-                             split_manifest_hash=latents_train.meta["split_manifest_hash"]))
+    return _fit_checkpoint(cfg, c.train, model, task, train, val, op, operator_checkpoint,
+                           latents_train)
 
 
 def _train_edm(cfg: DiffResidualStageConfig, op: FrozenOperator, operator_checkpoint: dict,
@@ -146,19 +139,28 @@ def _train_edm(cfg: DiffResidualStageConfig, op: FrozenOperator, operator_checkp
         relative_floor=cfg.loss.relative_floor, residual_scale=scale,
         val_num_sigmas=cfg.val_num_sigmas, val_sample_steps=cfg.sampler.steps,
         val_solver=cfg.sampler.solver)
-    tag_upstream(STAGE, operator_run=op.run_id, encoder_hash=op.encoder_hash)
     logger.info("diff_residual: residual RMS (training pairs) %.4g", scale)
-    result = fit(model, task, train, val, cfg.train, stage=STAGE,
+    return _fit_checkpoint(cfg, cfg.train, model, task, train, val, op, operator_checkpoint,
+                           latents_train, metrics={"residual_scale": scale},
+                           extra={"sampler": vars(cfg.sampler)})
+
+
+def _fit_checkpoint(cfg: DiffResidualStageConfig, train_cfg: TrainConfig,
+                    model: torch.nn.Module, task: Any, train: Any, val: Any, op: FrozenOperator,
+                    operator_checkpoint: dict, latents_train: ArrayBundle,
+                    **checkpoint_kwargs: Any) -> dict:
+    """Train either Stage 2 form against the frozen operator; its checkpoint with lineage."""
+    tag_upstream(STAGE, operator_run=op.run_id, encoder_hash=op.encoder_hash)
+    result = fit(model, task, train, val, train_cfg, stage=STAGE,
                  state_dir=project_root() / cfg.state_dir,
                  fingerprint=run_fingerprint(cfg, f"{op.encoder_hash}:{op.run_id}"),
                  on_epoch_end=epoch_logger(STAGE))
     return make_checkpoint(
-        model, result, train_config=cfg.train, normaliser=operator_checkpoint["normaliser"],
+        model, result, train_config=train_cfg, normaliser=operator_checkpoint["normaliser"],
         lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash,
                              operator_run_id=op.run_id,
                              split_manifest_hash=latents_train.meta["split_manifest_hash"]),
-        metrics={"residual_scale": scale},
-        extra={"sampler": vars(cfg.sampler)})
+        **checkpoint_kwargs)
 
 
 def variant_name(stage: str, n_steps: int | None) -> str:
