@@ -29,7 +29,7 @@ from ups_kedro.data.torch_data import LatentPairDataset
 from ups_kedro.pipelines.operator.config import OperatorStageConfig
 from ups_kedro.pipelines.operator.nodes import build_operator
 from ups_kedro.training.config import DistributedConfig
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 from ups_kedro.training.operator import OperatorTask
 
 ROOT = Path(__file__).resolve().parents[1]

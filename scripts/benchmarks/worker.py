@@ -195,8 +195,8 @@ def _distill_epoch_times(project: Project, cache: bool, epochs: int,
     from ups_kedro.pipelines.consistency_distill.config import ConsistencyDistillStageConfig
     from ups_kedro.pipelines.upstream import load_operator
     from ups_kedro.training.artifacts import freeze, load_module
-    from ups_kedro.training.diffusion import ConsistencyDistillTask
-    from ups_kedro.training.loop import fit
+    from ups_kedro.training.consistency_distill import ConsistencyDistillTask
+    from ups_kedro.training.launcher import fit
 
     params = project.load("params:consistency_distill", overrides={
         "train.epochs": epochs, "train.progress": False})

@@ -12,7 +12,7 @@ from ups_kedro.models.corrector import RolloutCorrector, RolloutCorrectorConfig
 from ups_kedro.models.registry import build_model
 from ups_kedro.training.config import TrainConfig
 from ups_kedro.training.corrector import UnrolledCorrectorTask, make_student, relative_error
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 
 TOKENS, DIM, DECAY = 16, 4, 0.9
 

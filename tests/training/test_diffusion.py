@@ -20,14 +20,14 @@ from ups_kedro.models.diffusion_residual import (
 )
 from ups_kedro.models.schedules import NoiseSchedule, TauSampling
 from ups_kedro.training.config import OptimizerConfig, TrainConfig
-from ups_kedro.training.diffusion import (
-    ConsistencyDistillTask,
+from ups_kedro.training.consistency_distill import ConsistencyDistillTask
+from ups_kedro.training.diff_residual import ResidualDiffusionTask
+from ups_kedro.training.teacher_cache import (
     OperatorPredictionCache,
-    ResidualDiffusionTask,
     estimate_residual_scale,
     precompute_operator_predictions,
 )
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 from ups_kedro.training.losses import relative_l2
 
 N_TOK, DIM = 4, 4

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from ups_kedro.config import ConfigError, parse
-from ups_kedro.training import distributed
+from ups_kedro.training import distributed, spawn
 from ups_kedro.training.config import DistributedConfig, TrainConfig
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 
 from training_support import RegressionData, RegressionTask, make_model, resume_cfg
 
@@ -124,7 +124,7 @@ def test_worker_failure_is_reported_with_its_traceback() -> None:
 
     train, val = RegressionData(n=16, seed=1), RegressionData(n=8, seed=2)
     cfg = _ddp(resume_cfg(epochs=2, checkpoint_interval=0))
-    with pytest.raises(distributed.DistributedWorkerError, match="simulated kill"):
+    with pytest.raises(spawn.DistributedWorkerError, match="simulated kill"):
         fit(make_model(), FailAt(1, 2), train, val, cfg, stage="ddp")
 
 

@@ -20,7 +20,7 @@ from ups_kedro.config import ConfigError, parse
 from ups_kedro.training import seeds, threads
 from ups_kedro.training.config import TrainConfig
 from ups_kedro.training.lock import LOCK_NAME, StageLock, StageLockedError
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

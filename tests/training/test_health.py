@@ -18,7 +18,7 @@ from ups_kedro.training.config import (
     TrainConfig,
 )
 from ups_kedro.training.health import DivergenceError
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 from ups_kedro.training.losses import mse
 
 

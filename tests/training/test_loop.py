@@ -22,7 +22,8 @@ from training_support import (
 )
 
 from ups_kedro.training.config import OptimizerConfig, SchedulerConfig, TrainConfig
-from ups_kedro.training.loop import NonFiniteLossError, fit
+from ups_kedro.training.launcher import fit
+from ups_kedro.training.task import NonFiniteLossError
 from ups_kedro.training.losses import mse
 
 SGD = OptimizerConfig(name="sgd", lr=0.05, momentum=0.0)

@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 from ups_kedro.models.registry import build_model
 from ups_kedro.training.config import TrainConfig
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 from ups_kedro.training.operator import OperatorLossConfig, OperatorTask
 
 

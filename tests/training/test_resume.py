@@ -12,7 +12,8 @@ import torch
 from training_support import FailAt, NoisyTask, make_model, resume_cfg, resume_data, strip_timing
 
 import ups_kedro
-from ups_kedro.training.loop import FitResult, fit
+from ups_kedro.training.launcher import fit
+from ups_kedro.training.task import FitResult
 
 HERE = Path(__file__).resolve().parent
 

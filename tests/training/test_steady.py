@@ -9,7 +9,7 @@ import torch
 
 from ups_kedro.models.steady_prior import SteadyPrior, SteadyPriorConfig
 from ups_kedro.training.config import OptimizerConfig, TrainConfig
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 from ups_kedro.training.steady import (
     SteadyLatentDataset,
     SteadyPriorTask,

@@ -121,7 +121,7 @@ def strip_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 def main(argv: list[str]) -> None:
-    from ups_kedro.training.loop import fit
+    from ups_kedro.training.launcher import fit
 
     state_dir, kill_epoch, kill_batch = Path(argv[0]), int(argv[1]), int(argv[2])
     train, val = resume_data()

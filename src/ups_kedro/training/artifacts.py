@@ -17,7 +17,7 @@ from torch import nn
 
 from ups_kedro.config import to_dict
 from ups_kedro.models.registry import build_model, model_config, model_kind
-from ups_kedro.training.loop import FitResult
+from ups_kedro.training.task import FitResult
 
 
 def make_checkpoint(
@@ -30,7 +30,7 @@ def make_checkpoint(
     metrics: dict[str, float] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict of a finished :func:`~ups_kedro.training.loop.fit`."""
+    """The checkpoint dict of a finished :func:`~ups_kedro.training.launcher.fit`."""
     return {
         "kind": model_kind(model),
         "config": model_config(model),

@@ -1,18 +1,17 @@
-"""Data-parallel mechanics for :func:`ups_kedro.training.loop.fit` (no Kedro, no MLflow).
+"""Data-parallel mechanics of the training loop: the process group, sharding, collectives.
 
-Two ways a training run becomes distributed:
+No Kedro, no MLflow, and nothing of the loop itself: :mod:`~ups_kedro.training.loop` reads
+:func:`context` and uses the sampler and collectives here; how the processes come to exist is
+:mod:`~ups_kedro.training.launcher`'s business.  Two ways a training run becomes distributed:
 
 * **Spawned** (``<stage>.train.distributed.nproc_per_node`` = N > 1, one machine): the calling
-  process (the Kedro node) starts N worker processes and does not join their process group
-  itself.  Rank 0 sends every epoch's metrics back through a queue and the caller's
-  ``on_epoch_end`` runs *in the calling process* (where the MLflow run is active); rank 0
-  writes the result to a file before the group is torn down, so gloo's occasional abort at
-  process exit (see the stack notes) can never turn a finished run into a failure: once the
-  result has arrived, a worker's exit code is only logged.
+  process (the Kedro node) starts N worker processes (:mod:`~ups_kedro.training.spawn`) and
+  does not join their process group itself; each worker joins with :func:`join_spawned`.
 * **torchrun** (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment, world size > 1):
-  every process already runs the caller; ``fit`` joins the group (``env://``) instead of
-  spawning.  Rank 0 alone writes training state and calls ``on_epoch_end``; what happens
-  outside ``fit`` (catalog writes, MLflow) is the caller's business (the Kedro hooks).
+  every process already runs the caller; ``fit`` joins the group (:func:`join_torchrun`,
+  ``env://``) instead of spawning.  Rank 0 alone writes training state and calls
+  ``on_epoch_end``; what happens outside ``fit`` (catalog writes, MLflow) is the caller's
+  business (the Kedro hooks).
 
 Semantics shared by both (the engine's contract with ``batch_size``):
 
@@ -35,28 +34,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import datetime
-import io
 import logging
 import math
 import os
-import socket
 import sys
-import tempfile
-import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from multiprocessing import connection as mp_connection
-from multiprocessing import util as mp_util
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import default_collate
 
@@ -120,7 +109,7 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# joining a torchrun group
+# joining a process group
 
 
 def join_torchrun(cfg: Any) -> DistContext:
@@ -143,6 +132,29 @@ def join_torchrun(cfg: Any) -> DistContext:
     return _CONTEXT
 
 
+def join_spawned(rank: int, world: int, port: int, cfg: Any, threads: int) -> DistContext:
+    """Join the ``tcp://127.0.0.1:port`` group of spawned workers as ``rank``.
+
+    CUDA: this rank's device is ``cuda:rank``; CPU: the worker uses ``threads`` torch threads.
+    """
+    global _CONTEXT  # noqa: PLW0603 - one process-wide context
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(threads)
+    dist.init_process_group(
+        backend=resolve_backend(cfg.distributed.backend, device),
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=cfg.distributed.timeout_sec),
+    )
+    _CONTEXT = DistContext(rank, world, rank, device, "spawn")
+    return _CONTEXT
+
+
 def set_exit_status(code: int) -> None:
     """Tell the exit handler how this process ended (set by the Kedro hooks under torchrun).
 
@@ -154,7 +166,8 @@ def set_exit_status(code: int) -> None:
     _EXIT_STATUS = int(code)
 
 
-def _flush_all() -> None:
+def flush_all() -> None:
+    """Flush stdout, stderr and logging (before an ``os._exit``)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -167,7 +180,7 @@ def _clean_exit() -> None:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
     if _EXIT_STATUS is not None:
-        _flush_all()
+        flush_all()
         os._exit(_EXIT_STATUS)
 
 
@@ -299,227 +312,3 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-# --------------------------------------------------------------------------------------------
-# spawning workers from the calling process
-
-
-class DistributedWorkerError(RuntimeError):
-    """A worker process failed; the message holds its traceback."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-_FORK_PAYLOAD: dict[str, Any] | None = None
-
-
-def _threads_per_proc(cfg: Any) -> int:
-    if cfg.distributed.threads_per_proc is not None:
-        return cfg.distributed.threads_per_proc
-    return max(1, (os.cpu_count() or 1) // cfg.distributed.nproc_per_node)
-
-
-def spawn_fit(
-    model: nn.Module,
-    task: Any,
-    train_data: Any,
-    val_data: Any,
-    cfg: Any,
-    *,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
-    poll_sec: float = 0.2,
-    exit_grace_sec: float = 60.0,
-    **fit_kwargs: Any,
-) -> dict[str, Any]:
-    """Run ``fit`` in ``cfg.distributed.nproc_per_node`` workers; returns rank 0's result dict.
-
-    ``on_epoch_end`` is called here, in the calling process, with rank 0's metrics.
-    """
-    global _FORK_PAYLOAD  # noqa: PLW0603
-    dcfg = cfg.distributed
-    world = dcfg.nproc_per_node
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and torch.cuda.device_count() < world:
-        raise ValueError(
-            f"distributed.nproc_per_node={world} needs {world} CUDA devices, "
-            f"{torch.cuda.device_count()} visible"
-        )
-    ctx = mp.get_context(dcfg.start_method)
-    port = dcfg.master_port or _free_port()
-    payload = {
-        "model": model,
-        "task": task,
-        "train_data": train_data,
-        "val_data": val_data,
-        "cfg": cfg,
-        "fit_kwargs": fit_kwargs,
-        "has_callback": on_epoch_end is not None,
-    }
-    with tempfile.TemporaryDirectory(prefix="ups_ddp_") as tmp:
-        workdir = Path(tmp)
-        if dcfg.start_method == "spawn":
-            # Serialised by value once: tensors must not travel as shared memory, or every rank
-            # would train the very same parameter storage.
-            buffer = io.BytesIO()
-            torch.save(payload, buffer)
-            (workdir / "payload.pt").write_bytes(buffer.getvalue())
-            _FORK_PAYLOAD = None
-        else:
-            _FORK_PAYLOAD = payload  # inherited copy-on-write by the forked workers
-        # One one-way pipe per worker (no queue feeder threads, no semaphores to leak when a
-        # worker leaves with os._exit).
-        pipes = [ctx.Pipe(duplex=False) for _ in range(world)]
-        procs = [
-            ctx.Process(
-                target=_worker_main,
-                args=(rank, world, port, str(workdir), pipes[rank][1], _threads_per_proc(cfg)),
-                name=f"ups-ddp-rank{rank}",
-                daemon=False,
-            )
-            for rank in range(world)
-        ]
-        try:
-            for proc in procs:
-                proc.start()
-            for _, writer in pipes:
-                writer.close()  # the workers hold their own copies
-            result_path = _serve(procs, [r for r, _ in pipes], on_epoch_end, poll_sec)
-            _wait_exit(procs, exit_grace_sec)
-            return torch.load(result_path, map_location="cpu", weights_only=True)
-        finally:
-            _FORK_PAYLOAD = None
-            for reader, _ in pipes:
-                reader.close()
-            for proc in procs:
-                if proc.is_alive():
-                    proc.terminate()
-            for proc in procs:
-                proc.join(timeout=10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(timeout=5)
-
-
-def _serve(
-    procs: list[Any],
-    readers: list[Any],
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
-    poll_sec: float,
-) -> str:
-    """Relay rank 0's epoch metrics to ``on_epoch_end`` until the result (or a failure) comes.
-
-    A worker that dies without a word (killed, or a crash in native code) fails the run once
-    its pipe is closed and no result has arrived.
-    """
-    open_readers = list(readers)
-    while True:
-        ready = mp_connection.wait(open_readers, timeout=poll_sec)
-        for reader in ready:
-            try:
-                kind, *body = reader.recv()
-            except (EOFError, OSError):
-                open_readers.remove(reader)
-                rank = readers.index(reader)
-                procs[rank].join(timeout=5)
-                raise DistributedWorkerError(
-                    f"training worker rank {rank} died without reporting "
-                    f"(exit code {procs[rank].exitcode})"
-                ) from None
-            if kind == "epoch":
-                if on_epoch_end is not None:
-                    epoch, metrics = body
-                    on_epoch_end(int(epoch), dict(metrics))
-            elif kind == "error":
-                _raise_worker_error(body)
-            elif kind == "done":
-                return str(body[0])
-
-
-def _raise_worker_error(body: list[Any]) -> None:
-    rank, name, text = body
-    raise DistributedWorkerError(f"training worker rank {rank} failed with {name}:\n{text}")
-
-
-def _wait_exit(procs: list[Any], grace: float) -> None:
-    """Workers have delivered the result; any exit code now (gloo's abort) is only logged."""
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        proc.join(timeout=max(0.1, deadline - time.monotonic()))
-    for rank, proc in enumerate(procs):
-        if proc.exitcode not in (0, None):
-            logger.warning(
-                "distributed worker rank %d exited with code %s after delivering its result "
-                "(gloo's abort at exit); the run is complete",
-                rank,
-                proc.exitcode,
-            )
-
-
-def _worker_main(
-    rank: int, world: int, port: int, workdir: str, messages: Any, threads: int
-) -> None:
-    """Entry point of one spawned/forked worker."""
-    global _CONTEXT  # noqa: PLW0603
-    status = 1
-    try:
-        if _FORK_PAYLOAD is not None:
-            payload = _FORK_PAYLOAD
-        else:
-            payload = torch.load(Path(workdir) / "payload.pt", weights_only=False)
-        cfg = payload["cfg"]
-        device = torch.device(cfg.device)
-        if device.type == "cuda":
-            device = torch.device("cuda", rank)
-            torch.cuda.set_device(device)
-        else:
-            torch.set_num_threads(threads)
-        dist.init_process_group(
-            backend=resolve_backend(cfg.distributed.backend, device),
-            init_method=f"tcp://127.0.0.1:{port}",
-            rank=rank,
-            world_size=world,
-            timeout=datetime.timedelta(seconds=cfg.distributed.timeout_sec),
-        )
-        _CONTEXT = DistContext(rank, world, rank, device, "spawn")
-
-        def relay(epoch: int, metrics: dict[str, float]) -> None:
-            messages.send(("epoch", int(epoch), {k: float(v) for k, v in metrics.items()}))
-
-        from ups_kedro.training.loop import fit  # noqa: PLC0415 - loop imports this module
-
-        result = fit(
-            payload["model"],
-            payload["task"],
-            payload["train_data"],
-            payload["val_data"],
-            cfg,
-            on_epoch_end=relay if (rank == 0 and payload["has_callback"]) else None,
-            **payload["fit_kwargs"],
-        )
-        if rank == 0:
-            path = Path(workdir) / "result.pt"
-            fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
-            torch.save(fields, path)
-            messages.send(("done", str(path)))
-        dist.barrier()
-        status = 0
-    except BaseException as err:  # noqa: BLE001 - report everything to the parent
-        with contextlib.suppress(Exception):
-            messages.send(("error", rank, type(err).__name__, traceback.format_exc()))
-    finally:
-        with contextlib.suppress(Exception):
-            if dist.is_initialized():
-                dist.destroy_process_group()
-        with contextlib.suppress(Exception):
-            messages.close()
-        with contextlib.suppress(Exception):
-            # What a normal exit would do for multiprocessing objects (e.g. tqdm's lock), so
-            # the resource tracker does not report leaked semaphores after os._exit.
-            mp_util._run_finalizers()
-        _flush_all()
-        os._exit(status)

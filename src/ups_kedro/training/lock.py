@@ -1,6 +1,6 @@
 """One run per stage state: a lock file in the stage's ``state_dir``.
 
-:func:`~ups_kedro.training.loop.fit` holds :class:`StageLock` while it trains, so two runs
+:func:`~ups_kedro.training.launcher.fit` holds :class:`StageLock` while it trains, so two runs
 of one stage can never write the same ``last.pt`` or resume each other's live state.
 
 The lock is an exclusive ``flock`` on ``state_dir/.lock``, whose JSON content names the

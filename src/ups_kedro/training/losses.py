@@ -95,7 +95,7 @@ def inverse_loss_weight(
 ) -> float:
     """The original's curriculum for the inverse (reconstruction) loss weights.
 
-    ``epoch`` is 1-based as passed by :func:`ups_kedro.training.loop.fit`.  With
+    ``epoch`` is 1-based as passed by :func:`ups_kedro.training.launcher.fit`.  With
     ``W = warmup_epochs`` and ``e = epoch − 1`` (the original's 0-based index):
 
     * ``e < W``: 0 (forward loss only, while the networks are poorly conditioned);

@@ -122,7 +122,7 @@ class OperatorTask:
         latent_origin: ``[N, D]`` latent of the all-zero physical field (the "no signal" state
             for ``relative_floor`` and ``input_noise``); None: the zero latent.
         rollout_metric: ``metric(model) -> float``, lower is better (e.g. the decoded validation
-            rollout nRMSE); when given, :func:`~ups_kedro.training.loop.fit` selects the best
+            rollout nRMSE); when given, :func:`~ups_kedro.training.launcher.fit` selects the best
             epoch by it through :meth:`validation_metric` instead of the validation loss.
     """
 

@@ -1,6 +1,6 @@
 """Stage 4: train the :class:`~ups_kedro.models.steady_prior.SteadyPrior` on real steady states.
 
-A :class:`ups_kedro.training.loop.StageTask` for :func:`fit` on batches::
+A :class:`ups_kedro.training.task.StageTask` for :func:`fit` on batches::
 
     {"z0": [B, N, D], "cond": [B, N, Cc], "z_star": [B, N, D]}
 

@@ -23,7 +23,7 @@ from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
 from ups_kedro.training.artifacts import load_module, make_checkpoint, module_hash
 from ups_kedro.training.autoencoder import AutoencoderTask
 from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 
 logger = logging.getLogger(__name__)
 STAGE = "autoencoder"

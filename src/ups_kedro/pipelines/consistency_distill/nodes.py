@@ -30,9 +30,9 @@ from ups_kedro.pipelines.tracking import epoch_logger
 from ups_kedro.pipelines.upstream import FrozenOperator, load_operator, require_checkpoint
 from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
 from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.diffusion import ConsistencyDistillTask
+from ups_kedro.training.consistency_distill import ConsistencyDistillTask
 from ups_kedro.training.corrector import UnrolledCorrectorTask, make_student
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 
 logger = logging.getLogger(__name__)
 STAGE = "consistency_distill"

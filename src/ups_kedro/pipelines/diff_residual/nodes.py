@@ -40,14 +40,14 @@ from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
 from ups_kedro.pipelines.upstream import FrozenOperator, load_operator
 from ups_kedro.training.artifacts import load_module, make_checkpoint
 from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.diffusion import (
-    ResidualDiffusionTask,
+from ups_kedro.training.diff_residual import ResidualDiffusionTask
+from ups_kedro.training.teacher_cache import (
     estimate_residual_scale,
     precompute_operator_predictions,
 )
 from ups_kedro.training.corrector import UnrolledCorrectorTask
 from ups_kedro.training.config import TrainConfig
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 
 logger = logging.getLogger(__name__)
 STAGE = "diff_residual"

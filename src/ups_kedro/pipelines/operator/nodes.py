@@ -24,7 +24,7 @@ from ups_kedro.pipelines.operator.config import OperatorStageConfig
 from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
 from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
 from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.loop import fit
+from ups_kedro.training.launcher import fit
 from ups_kedro.training.operator import OperatorTask
 
 logger = logging.getLogger(__name__)
