@@ -1,5 +1,11 @@
 """``autoencoder`` pipeline: a trained latent space (the original's was a random projection)."""
 
-from ups_kedro.pipelines.autoencoder.pipeline import create_pipeline
-
 __all__ = ["create_pipeline"]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy, so importing .config never imports Kedro
+    if name == "create_pipeline":
+        from ups_kedro.pipelines.autoencoder.pipeline import create_pipeline  # noqa: PLC0415
+
+        return create_pipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
