@@ -45,7 +45,7 @@ def require(ok: bool, message: str) -> None:
 def bounded(default: Any = dataclasses.MISSING, *, ge: float | None = None,
             gt: float | None = None, le: float | None = None, lt: float | None = None,
             note: str = "", default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with declared bounds (checked by :func:`parse` and :meth:`Checked.validate`).
+    """A dataclass field with declared bounds, checked by :func:`parse` and :func:`validate`.
 
     ``ge``/``gt``/``le``/``lt``: inclusive/exclusive lower/upper bounds; for a list or tuple they
     apply to every entry; ``None`` passes when the field's type allows it.  Bounded numbers must
@@ -199,7 +199,8 @@ def parse(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{where} must be a mapping of keys to values, got {type(values).__name__}")
+        raise ConfigError(
+            f"{where} must be a mapping of keys to values, got {type(values).__name__}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in values if k not in fields]

@@ -124,3 +124,6 @@ class RolloutCorrector(nn.Module):
 
     def forward(self, z: Tensor, u: Tensor) -> Tensor:
         return self.correct(z, u)
+
+
+__all__ = ["RolloutCorrector", "RolloutCorrectorConfig"]

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -363,3 +362,9 @@ def make_consistency_student(
     if init_from_teacher:
         student.load_state_dict(teacher.state_dict())
     return student.to(next(teacher.parameters()).device)
+
+
+# The config types live in the torch-free corrector_config; re-exported for existing imports.
+__all__ = ["ARCHITECTURES", "SOLVERS", "Architecture", "Denoiser", "DiffusionResidual",
+           "DiffusionResidualConfig", "Solver", "consistency_sample", "make_consistency_student",
+           "refine_latent", "sample_residual"]

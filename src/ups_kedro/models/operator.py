@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ups_kedro.models.layers import Mlp, RMSNorm, rms_norm
-from ups_kedro.models.operator_config import ARCHITECTURES, ATTENTIONS, LatentOperatorConfig
+from ups_kedro.models.operator_config import ARCHITECTURES, LatentOperatorConfig
 from ups_kedro.models.operator_attention import RelPosAttention, blur_downsample_tokens
 
 

@@ -25,8 +25,8 @@ class LatentOperatorConfig(Checked):
     Attributes:
         latent_dim: token width ``D`` (``None`` in the stage's ``model:`` block: follows the
             latents, set by the node).
-        latent_tokens: ``N`` (``None``: follows the latents); for ``pdet_unet`` the tokens per row (``N`` in 1D, ``sqrt(N)``
-            in 2D) must be divisible by ``2 ** (len(depths) - 1)``.
+        latent_tokens: ``N`` (``None``: follows the latents); for ``pdet_unet`` the tokens per
+            row (``N`` in 1D, ``sqrt(N)`` in 2D) must be divisible by ``2 ** (len(depths) - 1)``.
         hidden_dim: width inside the core; divisible by ``group_size``.
         group_size: ``attention: grouped`` only: channels per attention group; divisible by
             ``num_heads``.
@@ -47,8 +47,8 @@ class LatentOperatorConfig(Checked):
         depths: blocks per level (down path and bottleneck; the up path mirrors the down path).
         mlp_ratio: block MLP width as a multiple of ``hidden_dim``.
         dropout: dropout in attention and MLPs.
-        spatial_dims: layout of the tokens, as produced by the encoder (set by the node): 1 (a periodic row) or
-            2 (a periodic ``sqrt(N) x sqrt(N)`` grid, row-major).  Only the U-Net's token
+        spatial_dims: layout of the tokens, as produced by the encoder (set by the node): 1 (a
+            periodic row) or 2 (a periodic ``sqrt(N) x sqrt(N)`` grid, row-major).  Only the U-Net's token
             resampling uses it: pairs are averaged along rows and upsampling wraps within a row.
     """
 

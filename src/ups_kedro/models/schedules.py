@@ -255,3 +255,7 @@ class NoiseSchedule(Checked):
         """EDM's ``λ(σ) = (σ² + σ_d²)/(σ·σ_d)²`` ``[B]`` (= 1/c_out² of ``edm``)."""
         s = sigma.float()
         return (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2
+
+
+__all__ = ["PARAMETERISATIONS", "TAU_MODES", "NoiseSchedule", "Parameterisation",
+           "Preconditioning", "TauMode", "TauSampling"]

@@ -25,7 +25,7 @@ class RolloutDistillParams(Checked):
     plus ``lambda_teacher`` × its distance to the teacher's correction of the student's state.
     """
 
-    horizon: int | None = bounded(None, ge=1)  # null: the whole rollout (see diff_residual.corrector)
+    horizon: int | None = bounded(None, ge=1)  # null: the whole rollout (as diff_residual)
     first_start: int | None = bounded(None, ge=0)  # null: initial_step - 1 (as diff_residual)
     train_start_stride: int = bounded(8, ge=1)
     val_start_stride: int = bounded(8, ge=1)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ups_kedro.config import ConfigError, follow_data, parse
+from ups_kedro.config import follow_data, parse
 from ups_kedro.data.torch_data import LatentPairDataset, normaliser_tensors
 from ups_kedro.data.windows import JitteredWindowDataset
 from ups_kedro.datasets.array_dataset import ArrayBundle

@@ -6,12 +6,8 @@ from dataclasses import dataclass, field
 
 from ups_kedro.config import Checked, bounded
 from ups_kedro.models.steady_prior_config import SteadyPriorConfig
-from ups_kedro.pipelines.autoencoder.config import (
-    AutoencoderStageConfig,
-    DecoderParams,
-    EncoderParams,
-    LatentConfig,
-)
+from ups_kedro.models.autoencoder_config import AnyPointDecoderConfig, GridEncoderConfig
+from ups_kedro.pipelines.autoencoder.config import AutoencoderStageConfig, LatentConfig
 from ups_kedro.training.config import AutoencoderLossConfig, TrainConfig
 
 
@@ -24,8 +20,8 @@ class SteadyAutoencoderParams(Checked):
     """
 
     latent: LatentConfig = field(default_factory=LatentConfig)
-    encoder: EncoderParams = field(default_factory=EncoderParams)
-    decoder: DecoderParams = field(default_factory=DecoderParams)
+    encoder: GridEncoderConfig
+    decoder: AnyPointDecoderConfig
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     train: TrainConfig
     encode_batch_size: int = bounded(256, ge=1)
