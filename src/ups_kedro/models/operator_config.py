@@ -48,8 +48,9 @@ class LatentOperatorConfig(Checked):
         mlp_ratio: block MLP width as a multiple of ``hidden_dim``.
         dropout: dropout in attention and MLPs.
         spatial_dims: layout of the tokens, as produced by the encoder (set by the node): 1 (a
-            periodic row) or 2 (a periodic ``sqrt(N) x sqrt(N)`` grid, row-major).  Only the U-Net's token
-            resampling uses it: pairs are averaged along rows and upsampling wraps within a row.
+            periodic row) or 2 (a periodic ``sqrt(N) x sqrt(N)`` grid, row-major).  Only the
+            U-Net's token resampling uses it: pairs are averaged along rows and upsampling wraps
+            within a row.
     """
 
     WHERE: ClassVar[str] = "latent_operator"
