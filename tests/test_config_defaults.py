@@ -165,6 +165,12 @@ def test_each_level_is_checked_exactly_once() -> None:
     parse(_Outer, {"inner": {"n": 2}}, "x")  # `other` is defaulted: checked all the same
     assert sorted(_Inner.calls) == ["x.inner", "x.other"]
     assert _Outer.calls == ["x"]
+    parsed = parse(_Outer, {}, "x")
+    _Outer.calls.clear()
+    parsed.validate("x")  # e.g. fit() validating what the node parsed: already checked
+    assert _Outer.calls == []
+    parsed.validate("y")  # another key path: checked (and named) again
+    assert _Outer.calls == ["y"]
     with pytest.raises(ConfigError, match=r"x\.other\.n must be ≥ 1, got 0"):
         parse(_Outer, {"other": {"n": 0}}, "x")
 

@@ -137,8 +137,15 @@ class Checked:
         """Cross-field consistency checks; raise :class:`ConfigError` naming ``where.<key>``."""
 
     def validate(self, where: str | None = None) -> None:
-        """Check the declared bounds and :meth:`check` here and in every nested config."""
-        validate(self, self.WHERE if where is None else where)
+        """Check the declared bounds and :meth:`check` here and in every nested config.
+
+        A config that already passed under the same key path (e.g. parsed by :func:`parse`,
+        then handed to ``training.loop.fit``) is not checked again: frozen, it cannot have
+        changed.
+        """
+        where = self.WHERE if where is None else where
+        if getattr(self, "_checked_as", None) != where:
+            validate(self, where)
 
 
 def validate(obj: Any, where: str) -> None:
@@ -155,6 +162,7 @@ def _check_level(obj: Any, where: str) -> None:
     if isinstance(obj, Checked):
         check_bounds(obj, where)
         obj.check(where)
+        object.__setattr__(obj, "_checked_as", where)  # not a field: equality, to_dict unchanged
         return
     legacy = getattr(obj, "validate", None)  # classes that predate Checked: validate([where])
     if callable(legacy):

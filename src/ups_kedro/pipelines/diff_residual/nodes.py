@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ups_kedro.config import parse
+from ups_kedro.config import follow_data, parse
 from ups_kedro.data.torch_data import LatentPairDataset, ResidualPairDataset
 from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation.variants import (
