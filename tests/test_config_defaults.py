@@ -121,7 +121,7 @@ def test_the_policy_check_catches_a_restated_default() -> None:
         ({"optimizer": {"lr": -1}}, "operator.train.optimizer.lr must be > 0, got -1.0"),
         ({"optimizer": {"lr": float("nan")}}, "operator.train.optimizer.lr must be > 0, got nan"),
         ({"optimizer": {"betas": [0.9, 1.0]}},
-         r"operator.train.optimizer.betas must be every entry of in \[0, 1\), got \(0.9, 1.0\)"),
+         r"operator.train.optimizer.betas entries must each be in \[0, 1\), got \(0.9, 1.0\)"),
         ({"ema_decay": 1.0}, r"operator.train.ema_decay must be in \(0, 1\) or null, got 1.0"),
         ({"distributed": {"master_port": 70000}},
          r"operator.train.distributed.master_port must be in \[0, 65535\] \(0: any free port\)"),

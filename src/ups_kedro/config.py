@@ -118,9 +118,9 @@ def check_bounds(obj: Any, where: str) -> None:
         if not all(_in_bounds(v, f.metadata) for v in items):
             optional = type(None) in get_args(hints.get(f.name))
             text = _bound_text(f.metadata) + (" or null" if optional else "")
-            every = "every entry of " if isinstance(value, (list, tuple)) else ""
+            what = " entries must each" if isinstance(value, (list, tuple)) else " must"
             note = f" {f.metadata['note']}" if "note" in f.metadata else ""
-            raise ConfigError(f"{where}.{f.name} must be {every}{text}{note}, got {value}")
+            raise ConfigError(f"{where}.{f.name}{what} be {text}{note}, got {value}")
 
 
 class Checked:

@@ -92,7 +92,7 @@ def train_autoencoder(
                                ("axes", "channels", "dt", "t", "coords", "initial_step")}},
     )
     ckpt["lineage"]["encoder_hash"] = module_hash(load_module(ckpt).encoder)
-    if result.epochs_run == 0:  # e.g. linear_skip: the initial inverse pair is kept as is
+    if result.epochs_run == 0:  # e.g. the skip path: the initial inverse pair is kept as is
         logger.info("autoencoder: not trained (train.epochs = 0), encoder hash %s",
                     ckpt["lineage"]["encoder_hash"])
     else:
