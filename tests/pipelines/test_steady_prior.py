@@ -242,6 +242,9 @@ def test_steady_prior_without_steady_data_skips_with_a_warning(
 
 
 def test_parameters_are_checked_and_partial_reruns_of_a_skipped_stage_refused() -> None:
+    import yaml
+
+    from tests.conftest import REPO
     from ups_kedro.config import parse
     from ups_kedro.data.steady import skipped_array, skipped_record
     from ups_kedro.pipelines.steady_prior import nodes
@@ -251,18 +254,21 @@ def test_parameters_are_checked_and_partial_reruns_of_a_skipped_stage_refused() 
         parse(SteadyPriorStageConfig, {"modle": {}}, "steady_prior")
     with pytest.raises(ConfigError, match=r"steady_prior\.data has moved to data_processing"):
         nodes.train_steady_autoencoder({}, {}, {}, {"data": {}})
+    # conf/base's block: train and the model sizes are required keys (no in-code defaults)
+    base = yaml.safe_load((REPO / "conf/base/parameters_steady_prior.yml").read_text())
+    base = base["steady_prior"]
 
     off = "data_processing.steady.enabled is false"
     no_data = [skipped_array("data_processing", "x", off)] * 2 + [
         skipped_record("data_processing", "steady_normaliser", off)]
     # no steady data: the stage skips (also with epochs > 0), the reason passed on
-    ckpt = nodes.train_steady_autoencoder(*no_data, {})
+    ckpt = nodes.train_steady_autoencoder(*no_data, base)
     assert ckpt["kind"] == "skipped" and off in ckpt["reason"]
     # a mix of skipped and real data inputs, or a skipped checkpoint beside real data, is refused
     with pytest.raises(ValueError, match="two data_processing runs"):
-        nodes.train_steady_autoencoder(no_data[0], {}, {}, {})
+        nodes.train_steady_autoencoder(no_data[0], {}, {}, base)
     with pytest.raises(ValueError, match="autoencoder_checkpoint were written by a run"):
-        nodes.train_steady_prior(ckpt, {}, {}, {}, {}, {}, {})
+        nodes.train_steady_prior(ckpt, {}, {}, {}, {}, {}, base)
     # epochs 0: skipped whatever the inputs
-    off_params = {"train": {"epochs": 0, "batch_size": 4}}
+    off_params = {**base, "train": {"epochs": 0, "batch_size": 4}}
     assert nodes.evaluate_steady_prior({}, {}, {}, {}, {}, off_params)["skipped"]

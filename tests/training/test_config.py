@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from ups_kedro.config import ConfigError, parse
+from ups_kedro.config import ConfigError, parse, to_dict
 from ups_kedro.training.config import OptimizerConfig, SchedulerConfig, TrainConfig
+from ups_kedro.training.seeds import base_seed, derive_seed
 
 
 def test_defaults_validate() -> None:
-    TrainConfig(epochs=1, batch_size=1).validate("operator.train")
+    """The defaults pass every bound, validate() fills in the derived seed, and a config built
+    in code equals the parsed one (one set of checks for both)."""
+    cfg = TrainConfig(epochs=1, batch_size=1)
+    assert cfg.seed is None
+    cfg.validate("operator.train")
+    assert cfg.seed == derive_seed(base_seed(), "operator")
+    assert cfg == parse(TrainConfig, {"epochs": 1, "batch_size": 1}, "operator.train")
+    assert to_dict(cfg)["optimizer"] == {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0,
+                                         "betas": [0.9, 0.999], "momentum": 0.9}
 
 
 @pytest.mark.parametrize(

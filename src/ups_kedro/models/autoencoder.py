@@ -9,52 +9,16 @@ linear image of the field; training adds what the nonlinear parts can contribute
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ups_kedro.models.decoder import AnyPointDecoder, AnyPointDecoderConfig
-from ups_kedro.models.encoder import GridEncoder, GridEncoderConfig
-from ups_kedro.models.layers import check
-
-
-@dataclass(frozen=True)
-class AutoencoderConfig:
-    """The two halves' configs; they must agree on the latent layout and the fields."""
-
-    encoder: GridEncoderConfig
-    decoder: AnyPointDecoderConfig
-
-    def validate(self, where: str = "autoencoder") -> None:
-        """Validate both halves, then that they fit together (errors name the field)."""
-        self.encoder.validate(f"{where}.encoder")
-        self.decoder.validate(f"{where}.decoder")
-        enc, dec = self.encoder, self.decoder
-        for name in ("latent_dim", "latent_tokens", "spatial_dims"):
-            check(
-                getattr(enc, name) == getattr(dec, name),
-                where,
-                f"decoder.{name}",
-                f"={getattr(dec, name)} must equal encoder.{name}={getattr(enc, name)}",
-            )
-        check(
-            dec.out_channels == enc.in_channels,
-            where,
-            "decoder.out_channels",
-            f"={dec.out_channels} must equal encoder.in_channels={enc.in_channels}",
-        )
-        if dec.skip_patch_size:
-            check(
-                dec.skip_patch_size == enc.patch_size
-                and all(n // enc.patch_size == enc.tokens_per_axis for n in enc.grid_shape),
-                where,
-                "decoder.skip_patch_size",
-                f"={dec.skip_patch_size} needs one encoder patch per token: patch_size "
-                f"{enc.patch_size} and grid {tuple(enc.grid_shape)} / patch_size = "
-                f"{enc.tokens_per_axis} tokens per axis (set skip_patch_size to the patch size "
-                "and latent_tokens to the number of patches, or 0 to turn the skip path off)",
-            )
+from ups_kedro.models.autoencoder_config import (
+    AnyPointDecoderConfig,
+    AutoencoderConfig,
+    GridEncoderConfig,
+)
+from ups_kedro.models.decoder import AnyPointDecoder
+from ups_kedro.models.encoder import GridEncoder
 
 
 class Autoencoder(nn.Module):
@@ -109,4 +73,4 @@ class Autoencoder(nn.Module):
         return z, self.decode(z)
 
 
-__all__ = ["Autoencoder", "AutoencoderConfig"]
+__all__ = ["AnyPointDecoderConfig", "Autoencoder", "AutoencoderConfig", "GridEncoderConfig"]

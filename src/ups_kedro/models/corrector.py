@@ -22,67 +22,11 @@ Both are trained through their own rollout (``ups_kedro.training.corrector``); s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ups_kedro.models.layers import check as require
-
-
-@dataclass(frozen=True)
-class RolloutCorrectorConfig:
-    """Sizes, form and noise levels of a :class:`RolloutCorrector`.
-
-    ``spatial_dims`` 2 treats the ``N`` tokens as a periodic ``sqrt(N) x sqrt(N)`` grid
-    (row-major), as the operator does.  ``sigma_min``/``sigma_max`` are relative to the RMS of
-    the state being refined.
-    """
-
-    latent_dim: int
-    latent_tokens: int
-    spatial_dims: int = 1
-    hidden_dim: int = 64
-    num_blocks: int = 4
-    kernel_size: int = 5
-    kind: Literal["deterministic", "refiner"] = "deterministic"
-    refine_steps: int = 1
-    sigma_min: float = 2.0e-4
-    sigma_max: float = 2.0e-3
-    num_samples: int = 1
-
-    def validate(self, where: str = "rollout_corrector") -> None:
-        for name in ("latent_dim", "latent_tokens", "hidden_dim", "num_blocks", "refine_steps",
-                     "num_samples"):
-            require(getattr(self, name) >= 1, where, name,
-                    f"must be >= 1, got {getattr(self, name)}")
-        require(self.kind in ("deterministic", "refiner"), where, "kind",
-                f"must be 'deterministic' or 'refiner', got {self.kind!r}")
-        require(self.kind == "refiner" or self.refine_steps == 1, where, "refine_steps",
-                f"a deterministic corrector takes 1 step, got {self.refine_steps}; use "
-                "kind: refiner for more")
-        require(self.spatial_dims in (1, 2), where, "spatial_dims",
-                f"must be 1 or 2, got {self.spatial_dims}")
-        if self.spatial_dims == 2:
-            side = math.isqrt(self.latent_tokens)
-            require(side * side == self.latent_tokens, where, "latent_tokens",
-                    f"={self.latent_tokens} must be a perfect square when spatial_dims=2")
-        require(self.kernel_size % 2 == 1, where, "kernel_size",
-                f"must be odd (centred periodic padding), got {self.kernel_size}")
-        require(0.0 < self.sigma_min <= self.sigma_max, where, "sigma_min",
-                f"need 0 < sigma_min <= sigma_max, got {self.sigma_min}, {self.sigma_max}")
-
-    def sigmas(self) -> list[float]:
-        """Relative noise level of each refinement step (empty for the deterministic form)."""
-        if self.kind == "deterministic":
-            return []
-        k = self.refine_steps
-        if k == 1:
-            return [self.sigma_max]
-        ratio = self.sigma_min / self.sigma_max
-        return [self.sigma_max * ratio ** (i / (k - 1)) for i in range(k)]
+from ups_kedro.models.corrector_config import RolloutCorrectorConfig
 
 
 class _PeriodicBlock(nn.Module):
@@ -180,3 +124,6 @@ class RolloutCorrector(nn.Module):
 
     def forward(self, z: Tensor, u: Tensor) -> Tensor:
         return self.correct(z, u)
+
+
+__all__ = ["RolloutCorrector", "RolloutCorrectorConfig"]

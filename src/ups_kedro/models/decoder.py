@@ -19,121 +19,19 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ups_kedro.models.autoencoder_config import LOCAL_MODES, AnyPointDecoderConfig
 from ups_kedro.models.layers import (
     Mlp,
     cell_centres,
-    check,
     fourier_features,
     token_positions,
     tokens_per_axis,
 )
-
-LOCAL_MODES = ("blend", "cell")
-
-
-@dataclass(frozen=True)
-class AnyPointDecoderConfig:
-    """Hyper-parameters of :class:`AnyPointDecoder`.
-
-    Attributes:
-        latent_dim: token width ``D``.
-        out_channels: output fields ``C`` (one MLP head each).
-        spatial_dims: 1 or 2.
-        latent_tokens: ``N``; in 2D a perfect square.
-        hidden_dim: query/token width inside the decoder; divisible by ``num_heads``.
-        num_layers: cross-attention blocks (0 = local features only).
-        num_heads: attention heads.
-        fourier_freqs: frequencies of the query and token positional features (periodic).
-        mlp_hidden: width of every MLP (block MLPs and the per-field heads).
-        local_features: add the interpolated local token features (see module docstring).
-        local_freqs: frequencies (in half-periods per token spacing) of the offset features.
-        local_mode: how the local features pick tokens (only with ``local_features``):
-            ``"blend"`` reads the ``2**s`` tokens at the corners of the cell around the query
-            and blends them with (bi)linear weights (continuous in the query position);
-            ``"cell"`` reads only the token whose patch contains the query, with the query's
-            position *relative to that patch* (local implicit decoding: the token describes
-            its own patch, the offset features say where inside it).  ``"cell"`` can be
-            discontinuous at patch edges but is near-lossless where ``"blend"`` is not
-            (1D Burgers, 256 points in 32 x 16 tokens: val nRMSE see parameters_autoencoder).
-        skip_patch_size: points per token and axis of the linear "unpatch" skip path; 0 turns
-            it off.  With ``p > 0`` a learned ``Linear(D -> C * p**s)`` turns every token into
-            the ``p**s`` grid values of its own patch (the inverse of a linear patch embedding),
-            the tokens' patches tile a ``(side * p)**s`` grid, and a query reads that grid by
-            periodic (bi)linear interpolation: exact at the grid's cell centres, continuous
-            everywhere else, so the decoder stays "any point".  Everything else in the decoder
-            then learns a residual on top of it (its output layers start at zero); with
-            ``local_features`` false and ``num_layers`` 0 there is no residual and the decoder is
-            the skip path alone (linear in ``z``, a small fraction of the cost).
-    """
-
-    latent_dim: int
-    out_channels: int
-    spatial_dims: int
-    latent_tokens: int
-    hidden_dim: int
-    num_layers: int = 2
-    num_heads: int = 4
-    fourier_freqs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-    mlp_hidden: int = 128
-    local_features: bool = True
-    local_freqs: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
-    local_mode: str = "blend"
-    skip_patch_size: int = 0
-
-    def validate(self, where: str = "any_point_decoder") -> None:
-        """Raise ``ValueError`` naming the offending field."""
-        check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        check(self.out_channels >= 1, where, "out_channels", f"must be >= 1: {self.out_channels}")
-        check(
-            self.spatial_dims in (1, 2),
-            where,
-            "spatial_dims",
-            f"must be 1 or 2, got {self.spatial_dims}",
-        )
-        check(
-            self.latent_tokens >= 1 and tokens_per_axis(self.latent_tokens, self.spatial_dims) >= 1,
-            where,
-            "latent_tokens",
-            f"must be a positive perfect power {self.spatial_dims}, got {self.latent_tokens}",
-        )
-        check(self.hidden_dim >= 1, where, "hidden_dim", f"must be >= 1, got {self.hidden_dim}")
-        check(self.num_layers >= 0, where, "num_layers", f"must be >= 0, got {self.num_layers}")
-        check(
-            self.num_heads >= 1 and self.hidden_dim % self.num_heads == 0,
-            where,
-            "num_heads",
-            f"={self.num_heads} must be >= 1 and divide hidden_dim={self.hidden_dim}",
-        )
-        check(len(self.fourier_freqs) >= 1, where, "fourier_freqs", "must not be empty")
-        check(all(f > 0 for f in self.fourier_freqs), where, "fourier_freqs", "must be positive")
-        check(self.mlp_hidden >= 1, where, "mlp_hidden", f"must be >= 1, got {self.mlp_hidden}")
-        check(all(f > 0 for f in self.local_freqs), where, "local_freqs", "must be positive")
-        check(
-            self.local_mode in LOCAL_MODES,
-            where,
-            "local_mode",
-            f"must be one of {LOCAL_MODES}, got {self.local_mode!r}",
-        )
-        check(
-            self.skip_patch_size >= 0,
-            where,
-            "skip_patch_size",
-            f"must be >= 0 (0 turns the linear skip path off), got {self.skip_patch_size}",
-        )
-        check(
-            self.num_layers >= 1 or self.local_features or self.skip_patch_size > 0,
-            where,
-            "num_layers",
-            "must be >= 1 when local_features is false and skip_patch_size is 0 (the output "
-            "would ignore z)",
-        )
-
 
 class CrossAttentionBlock(nn.Module):
     """Pre-norm cross-attention (queries -> tokens) then a pre-norm MLP, both residual."""

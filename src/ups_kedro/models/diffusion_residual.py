@@ -31,122 +31,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ups_kedro.models.layers import check
-from ups_kedro.models.schedules import PARAMETERISATIONS, NoiseSchedule, Parameterisation
+from ups_kedro.models.corrector_config import (
+    ARCHITECTURES,
+    SOLVERS,
+    Architecture,
+    DiffusionResidualConfig,
+    Solver,
+)
+from ups_kedro.models.schedules import NoiseSchedule
 
-Architecture = Literal["mlp", "token_mixer"]
-ARCHITECTURES: tuple[str, ...] = ("mlp", "token_mixer")
-Solver = Literal["euler", "heun"]
-SOLVERS: tuple[str, ...] = ("euler", "heun")
-
-
-@dataclass(frozen=True)
-class DiffusionResidualConfig:
-    """Hyper-parameters of :class:`DiffusionResidual` (one default per key, here).
-
-    Attributes:
-        latent_dim: token width ``D`` of the residual.
-        latent_tokens: ``N`` (the token mixer's position embedding has this length).
-        hidden_dim: hidden width (the original used ``2·latent_dim``).
-        architecture: ``"mlp"`` (per token) or ``"token_mixer"`` (attention over tokens).
-        num_layers: ``mlp``: linear layers (≥ 2; 3 = the original); ``token_mixer``: blocks.
-        num_heads: attention heads (``token_mixer``; must divide ``hidden_dim``).
-        cond_dim: width of the conditioning tokens (``None``: ``latent_dim``, i.e. ``ẑ``).
-        noise_embed_dim: width of the fixed sinusoidal embedding of ``c_noise(σ)`` (even).
-        mlp_ratio: MLP width / ``hidden_dim`` inside the transformer blocks.
-        sigma_min, sigma_max, rho, sigma_data: the noise schedule (normalised-residual units).
-        parameterisation: ``"edm"`` (stage 2 teacher) or ``"consistency"`` (stage 3 student).
-        residual_scale: the residual normaliser: the model works on
-            ``(z_next − ẑ)/residual_scale``; set from training statistics by the caller (e.g.
-            :func:`ups_kedro.training.diffusion.estimate_residual_scale`) and stored here so the
-            artifact is self-describing.
-    """
-
-    latent_dim: int
-    latent_tokens: int
-    hidden_dim: int
-    architecture: Architecture = "mlp"
-    num_layers: int = 3
-    num_heads: int = 4
-    cond_dim: int | None = None
-    noise_embed_dim: int = 16
-    mlp_ratio: float = 2.0
-    sigma_min: float = 1e-4
-    sigma_max: float = 20.0
-    sigma_data: float = 1.0
-    rho: float = 7.0
-    parameterisation: Parameterisation = "edm"
-    residual_scale: float = 1.0
-
-    def validate(self, where: str = "diffusion_residual") -> None:
-        """Raise ``ValueError`` naming the offending field (``<where>.<field> ...``)."""
-        check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        check(
-            self.latent_tokens >= 1,
-            where, "latent_tokens", f"must be >= 1, got {self.latent_tokens}",
-        )
-        check(self.hidden_dim >= 1, where, "hidden_dim", f"must be >= 1, got {self.hidden_dim}")
-        check(
-            self.architecture in ARCHITECTURES,
-            where, "architecture", f"must be one of {ARCHITECTURES}, got {self.architecture!r}",
-        )
-        least = 2 if self.architecture == "mlp" else 1
-        check(
-            self.num_layers >= least,
-            where, "num_layers",
-            f"must be >= {least} for {self.architecture!r}, got {self.num_layers}",
-        )
-        check(self.num_heads >= 1, where, "num_heads", f"must be >= 1, got {self.num_heads}")
-        if self.architecture == "token_mixer":
-            check(
-                self.hidden_dim % self.num_heads == 0,
-                where, "num_heads",
-                f"={self.num_heads} must divide hidden_dim={self.hidden_dim}",
-            )
-        check(
-            self.cond_dim is None or self.cond_dim >= 1,
-            where, "cond_dim", f"must be >= 1 or null, got {self.cond_dim}",
-        )
-        check(
-            self.noise_embed_dim >= 2 and self.noise_embed_dim % 2 == 0,
-            where, "noise_embed_dim", f"must be even and >= 2, got {self.noise_embed_dim}",
-        )
-        check(self.mlp_ratio > 0, where, "mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
-        check(
-            self.parameterisation in PARAMETERISATIONS,
-            where, "parameterisation",
-            f"must be one of {PARAMETERISATIONS}, got {self.parameterisation!r}",
-        )
-        check(
-            math.isfinite(self.residual_scale) and self.residual_scale > 0,
-            where, "residual_scale", f"must be > 0, got {self.residual_scale}",
-        )
-        # The schedule checks its own fields with the same "<where>.<field>" messages.
-        NoiseSchedule.validate(self._unchecked_schedule(), where)
-
-    def _unchecked_schedule(self) -> NoiseSchedule:
-        # Bypass NoiseSchedule.__post_init__ so validate() reports under this config's path.
-        sched = object.__new__(NoiseSchedule)
-        for name in ("sigma_min", "sigma_max", "rho", "sigma_data"):
-            object.__setattr__(sched, name, getattr(self, name))
-        return sched
-
-    @property
-    def conditioning_dim(self) -> int:
-        """``C``: ``cond_dim`` or ``latent_dim``."""
-        return self.cond_dim if self.cond_dim is not None else self.latent_dim
-
-    @property
-    def schedule(self) -> NoiseSchedule:
-        """The noise schedule these fields describe."""
-        return NoiseSchedule(self.sigma_min, self.sigma_max, self.rho, self.sigma_data)
 
 
 class _TokenMixerBlock(nn.Module):
@@ -463,3 +362,9 @@ def make_consistency_student(
     if init_from_teacher:
         student.load_state_dict(teacher.state_dict())
     return student.to(next(teacher.parameters()).device)
+
+
+# The config types live in the torch-free corrector_config; re-exported for existing imports.
+__all__ = ["ARCHITECTURES", "SOLVERS", "Architecture", "Denoiser", "DiffusionResidual",
+           "DiffusionResidualConfig", "Solver", "consistency_sample", "make_consistency_student",
+           "refine_latent", "sample_residual"]

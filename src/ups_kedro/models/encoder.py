@@ -12,110 +12,12 @@ quantity, so pooling first gives the same function for a fraction of the cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ups_kedro.models.layers import (
-    cell_centres,
-    check,
-    fourier_features,
-    token_positions,
-    tokens_per_axis,
-)
-
-
-@dataclass(frozen=True)
-class GridEncoderConfig:
-    """Hyper-parameters of :class:`GridEncoder` (one default per key, here).
-
-    Attributes:
-        in_channels: physical fields ``C``.
-        spatial_dims: 1 or 2.
-        grid_shape: grid the encoder accepts, e.g. ``(256,)`` or ``(64, 64)``.
-        patch_size: pixel-unshuffle factor along every axis.  When one token cell holds more
-            than one patch, the average pooling mixes them and the latent can no longer hold
-            every grid value; ``patch_size = grid / tokens per axis`` (one patch per token,
-            with ``latent_dim >= C * patch_size**s``) keeps the encoder injective at init
-            (1D Burgers 256 -> 32 x 16: decoded nRMSE 3.9e-2 with patch 4 vs 3.1e-2 with
-            patch 8 after 2000 steps).
-        latent_dim: token width ``D``.
-        latent_tokens: ``N``; in 2D a perfect square (tokens form a ``sqrt(N) x sqrt(N)`` grid).
-        stem_hidden: width of the residual conv stem.
-        stem_layers: convolutions in the stem (0 disables it).
-        fourier_freqs: frequencies of the positional features of the patch centres.
-    """
-
-    in_channels: int
-    spatial_dims: int
-    grid_shape: tuple[int, ...]
-    patch_size: int
-    latent_dim: int
-    latent_tokens: int
-    stem_hidden: int
-    stem_layers: int = 2
-    fourier_freqs: tuple[float, ...] = (1.0, 2.0)
-
-    def validate(self, where: str = "grid_encoder") -> None:
-        """Raise ``ValueError`` naming the offending field."""
-        check(self.in_channels >= 1, where, "in_channels", f"must be >= 1, got {self.in_channels}")
-        check(
-            self.spatial_dims in (1, 2),
-            where,
-            "spatial_dims",
-            f"must be 1 or 2, got {self.spatial_dims}",
-        )
-        check(
-            len(self.grid_shape) == self.spatial_dims,
-            where,
-            "grid_shape",
-            f"must have spatial_dims={self.spatial_dims} entries, got {self.grid_shape}",
-        )
-        check(self.patch_size >= 1, where, "patch_size", f"must be >= 1, got {self.patch_size}")
-        check(
-            all(n % self.patch_size == 0 for n in self.grid_shape),
-            where,
-            "grid_shape",
-            f"{self.grid_shape} must be divisible by patch_size={self.patch_size}",
-        )
-        check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        side = -1
-        if self.latent_tokens >= 1:
-            side = tokens_per_axis(self.latent_tokens, self.spatial_dims)
-        check(
-            side >= 1,
-            where,
-            "latent_tokens",
-            f"must be a positive perfect power {self.spatial_dims} (tokens form a grid), "
-            f"got {self.latent_tokens}",
-        )
-        patches = [n // self.patch_size for n in self.grid_shape]
-        check(
-            all(p % side == 0 for p in patches),
-            where,
-            "latent_tokens",
-            f"={self.latent_tokens} ({side} per axis) must divide the patch grid {tuple(patches)} "
-            "evenly (equal pooling cells keep token positions exact)",
-        )
-        check(self.stem_hidden >= 1, where, "stem_hidden", f"must be >= 1, got {self.stem_hidden}")
-        check(self.stem_layers >= 0, where, "stem_layers", f"must be >= 0, got {self.stem_layers}")
-        check(
-            all(f > 0 for f in self.fourier_freqs),
-            where,
-            "fourier_freqs",
-            f"must be positive, got {self.fourier_freqs}",
-        )
-
-    @property
-    def patch_channels(self) -> int:
-        """Channels after pixel-unshuffle: ``C * p**s``."""
-        return self.in_channels * self.patch_size**self.spatial_dims
-
-    @property
-    def tokens_per_axis(self) -> int:
-        return tokens_per_axis(self.latent_tokens, self.spatial_dims)
+from ups_kedro.models.autoencoder_config import GridEncoderConfig
+from ups_kedro.models.layers import cell_centres, fourier_features, token_positions
 
 
 class ResidualConvStem(nn.Module):

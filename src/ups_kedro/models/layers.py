@@ -14,18 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ups_kedro.models.token_grid import tokens_per_axis
+
+__all__ = ["Mlp", "RMSNorm", "cell_centres", "check", "fourier_features", "rms_norm",
+           "token_positions", "tokens_per_axis"]
+
 
 def check(ok: bool, where: str, field: str, message: str) -> None:
     """Raise ``ValueError("<where>.<field> ...")`` unless ``ok`` (config validation helper)."""
     if not ok:
         sep = "" if message.startswith("=") else " "
         raise ValueError(f"{where}.{field}{sep}{message}")
-
-
-def tokens_per_axis(latent_tokens: int, spatial_dims: int) -> int:
-    """Tokens along each spatial axis; ``-1`` when ``latent_tokens`` is not an exact s-th power."""
-    side = round(latent_tokens ** (1.0 / spatial_dims))
-    return side if side**spatial_dims == latent_tokens else -1
 
 
 def cell_centres(shape: Sequence[int]) -> torch.Tensor:

@@ -14,14 +14,22 @@ from typing import Any
 
 from torch import nn
 
-from ups_kedro.config import parse, to_dict
-from ups_kedro.models.autoencoder import Autoencoder, AutoencoderConfig
-from ups_kedro.models.corrector import RolloutCorrector, RolloutCorrectorConfig
-from ups_kedro.models.decoder import AnyPointDecoder, AnyPointDecoderConfig
-from ups_kedro.models.diffusion_residual import DiffusionResidual, DiffusionResidualConfig
-from ups_kedro.models.encoder import GridEncoder, GridEncoderConfig
-from ups_kedro.models.operator import LatentOperator, LatentOperatorConfig
-from ups_kedro.models.steady_prior import SteadyPrior, SteadyPriorConfig
+from ups_kedro.config import ConfigError, parse, to_dict
+from ups_kedro.models.autoencoder import Autoencoder
+from ups_kedro.models.autoencoder_config import (
+    AnyPointDecoderConfig,
+    AutoencoderConfig,
+    GridEncoderConfig,
+)
+from ups_kedro.models.corrector import RolloutCorrector
+from ups_kedro.models.corrector_config import DiffusionResidualConfig, RolloutCorrectorConfig
+from ups_kedro.models.decoder import AnyPointDecoder
+from ups_kedro.models.diffusion_residual import DiffusionResidual
+from ups_kedro.models.encoder import GridEncoder
+from ups_kedro.models.operator import LatentOperator
+from ups_kedro.models.operator_config import LatentOperatorConfig
+from ups_kedro.models.steady_prior import SteadyPrior
+from ups_kedro.models.steady_prior_config import SteadyPriorConfig
 
 MODEL_KINDS: dict[str, tuple[type, type[nn.Module]]] = {
     "grid_encoder": (GridEncoderConfig, GridEncoder),
@@ -48,12 +56,28 @@ def build_config(kind: str, config: Mapping[str, Any] | Any) -> Any:
     cfg_cls, _ = _kind_entry(kind)
     if isinstance(config, cfg_cls):
         config.validate()
-        return config
-    if dataclasses.is_dataclass(config):
+    elif dataclasses.is_dataclass(config):
         raise ValueError(
             f"model kind {kind!r} takes a {cfg_cls.__name__}, got {type(config).__name__}"
         )
-    return parse(cfg_cls, config, kind)
+    else:
+        config = parse(cfg_cls, config, kind)
+    unset = _unset_sizes(config, kind)
+    if unset:
+        raise ConfigError(f"{', '.join(unset)} not set: they follow the data (a stage fills "
+                          "them in with ups_kedro.config.follow_data)")
+    return config
+
+
+def _unset_sizes(config: Any, where: str) -> list[str]:
+    """Key paths of the ``FOLLOWS_DATA`` sizes still ``None`` in ``config`` and its parts."""
+    unset = [f"{where}.{n}" for n in getattr(config, "FOLLOWS_DATA", ())
+             if getattr(config, n) is None]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            unset += _unset_sizes(value, f"{where}.{f.name}")
+    return unset
 
 
 def build_model(kind: str, config: Mapping[str, Any] | Any) -> nn.Module:

@@ -33,18 +33,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
-from ups_kedro.models.layers import check
+from ups_kedro.config import Checked, bounded, require
+from ups_kedro.models.corrector_config import (
+    PARAMETERISATIONS,
+    TAU_MODES,
+    Parameterisation,
+    TauMode,
+    TauSampling,
+)
 
-Parameterisation = Literal["edm", "consistency"]
-TauMode = Literal["uniform", "beta"]
-
-PARAMETERISATIONS: tuple[str, ...] = ("edm", "consistency")
-TAU_MODES: tuple[str, ...] = ("uniform", "beta")
 
 
 class Preconditioning(NamedTuple):
@@ -54,27 +56,6 @@ class Preconditioning(NamedTuple):
     c_out: Tensor
     c_in: Tensor
     c_noise: Tensor
-
-
-@dataclass(frozen=True)
-class TauSampling:
-    """How training draws diffusion times: ``uniform`` on [0, 1] or ``Beta(alpha, beta)``.
-
-    The original's golden recipe used ``beta`` with ``alpha = beta = 1.2`` (a mild bump in the
-    middle of the σ range).
-    """
-
-    mode: TauMode = "uniform"
-    alpha: float = 1.2
-    beta: float = 1.2
-
-    def validate(self, where: str = "tau_sampling") -> None:
-        """Raise ``ValueError`` naming the offending field."""
-        check(
-            self.mode in TAU_MODES, where, "mode", f"must be one of {TAU_MODES}, got {self.mode!r}"
-        )
-        check(self.alpha > 0, where, "alpha", f"must be > 0, got {self.alpha}")
-        check(self.beta > 0, where, "beta", f"must be > 0, got {self.beta}")
 
 
 def _sample_gamma(shape: tuple[int, ...], concentration: float, generator: torch.Generator | None,
@@ -110,7 +91,7 @@ def _sample_gamma(shape: tuple[int, ...], concentration: float, generator: torch
 
 
 @dataclass(frozen=True)
-class NoiseSchedule:
+class NoiseSchedule(Checked):
     """Karras/EDM noise levels, τ sampling and the two preconditionings (see module docstring).
 
     Attributes:
@@ -120,31 +101,19 @@ class NoiseSchedule:
         sigma_data: std of the (normalised) clean residual the preconditioning assumes.
     """
 
-    sigma_min: float = 1e-4
-    sigma_max: float = 20.0
-    rho: float = 7.0
-    sigma_data: float = 1.0
+    WHERE: ClassVar[str] = "schedule"
+
+    sigma_min: float = bounded(1e-4, gt=0)
+    sigma_max: float = bounded(20.0, gt=0)
+    rho: float = bounded(7.0, gt=0)
+    sigma_data: float = bounded(1.0, gt=0)
 
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self, where: str = "schedule") -> None:
-        """Raise ``ValueError`` naming the offending field."""
-        check(
-            math.isfinite(self.sigma_min) and self.sigma_min > 0,
-            where, "sigma_min", f"must be > 0, got {self.sigma_min}",
-        )
-        check(
-            math.isfinite(self.sigma_max) and self.sigma_max > self.sigma_min,
-            where, "sigma_max", f"must be > sigma_min={self.sigma_min}, got {self.sigma_max}",
-        )
-        check(
-            math.isfinite(self.rho) and self.rho > 0, where, "rho", f"must be > 0, got {self.rho}"
-        )
-        check(
-            math.isfinite(self.sigma_data) and self.sigma_data > 0,
-            where, "sigma_data", f"must be > 0, got {self.sigma_data}",
-        )
+    def check(self, where: str) -> None:
+        require(self.sigma_max > self.sigma_min,
+                f"{where}.sigma_max must be > sigma_min={self.sigma_min}, got {self.sigma_max}")
 
     # ---------------------------------------------------------------- σ(τ) and grids
 
@@ -286,3 +255,7 @@ class NoiseSchedule:
         """EDM's ``λ(σ) = (σ² + σ_d²)/(σ·σ_d)²`` ``[B]`` (= 1/c_out² of ``edm``)."""
         s = sigma.float()
         return (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2
+
+
+__all__ = ["PARAMETERISATIONS", "TAU_MODES", "NoiseSchedule", "Parameterisation",
+           "Preconditioning", "TauMode", "TauSampling"]

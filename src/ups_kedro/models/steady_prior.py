@@ -28,71 +28,13 @@ made it a second time-stepper, not a steady-state solver: defect 6.)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ups_kedro.models.layers import Mlp, RMSNorm, check
-
-ARCHITECTURES = ("mlp", "token_mixer")
-
-
-@dataclass(frozen=True)
-class SteadyPriorConfig:
-    """Hyper-parameters of :class:`SteadyPrior`.
-
-    Attributes:
-        latent_dim: token width ``D`` of ``z``.
-        latent_tokens: ``N``, tokens per sample (fixed by the encoder).
-        cond_dim: token width ``Cc`` of the conditioning ``cond``.
-        hidden_dim: width inside the drift; divisible by ``num_heads`` for ``token_mixer``.
-        num_steps: refinements ``S`` (the original used 4-6).
-        architecture: ``"mlp"`` (per-token drift) or ``"token_mixer"`` (attention over tokens).
-        num_layers: ``mlp``: Linear layers of the drift MLP (the original: 3);
-            ``token_mixer``: transformer blocks.
-        num_heads: attention heads (``token_mixer`` only).
-    """
-
-    latent_dim: int
-    latent_tokens: int
-    cond_dim: int
-    hidden_dim: int
-    num_steps: int = 4
-    architecture: str = "mlp"
-    num_layers: int = 3
-    num_heads: int = 4
-
-    def validate(self, where: str = "steady_prior") -> None:
-        """Raise ``ValueError`` naming the offending field."""
-        check(self.latent_dim >= 1, where, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        check(
-            self.latent_tokens >= 1,
-            where,
-            "latent_tokens",
-            f"must be >= 1, got {self.latent_tokens}",
-        )
-        check(self.cond_dim >= 0, where, "cond_dim", f"must be >= 0, got {self.cond_dim}")
-        check(self.hidden_dim >= 1, where, "hidden_dim", f"must be >= 1, got {self.hidden_dim}")
-        check(self.num_steps >= 1, where, "num_steps", f"must be >= 1, got {self.num_steps}")
-        check(
-            self.architecture in ARCHITECTURES,
-            where,
-            "architecture",
-            f"must be one of {ARCHITECTURES}, got {self.architecture!r}",
-        )
-        check(self.num_layers >= 1, where, "num_layers", f"must be >= 1, got {self.num_layers}")
-        check(self.num_heads >= 1, where, "num_heads", f"must be >= 1, got {self.num_heads}")
-        if self.architecture == "token_mixer":
-            check(
-                self.hidden_dim % self.num_heads == 0,
-                where,
-                "num_heads",
-                f"={self.num_heads} must divide hidden_dim={self.hidden_dim} "
-                "for architecture 'token_mixer'",
-            )
-
+from ups_kedro.models.layers import Mlp, RMSNorm
+from ups_kedro.models.steady_prior_config import ARCHITECTURES, SteadyPriorConfig
 
 def _zero_init(layer: nn.Linear) -> None:
     """Zero weight and bias: the drift's output starts at exactly 0 (prior = identity)."""

@@ -17,34 +17,11 @@ physical (de-normalised) units — the floor under every later stage's error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from ups_kedro.training.config import AutoencoderLossConfig
 from ups_kedro.training.losses import mse, relative_mse
-
-
-@dataclass(frozen=True)
-class AutoencoderLossConfig:
-    """Weights of the two autoencoder losses.
-
-    ``relative_floor``: ``None`` for a plain MSE reconstruction loss; a value > 0 makes it the
-    per-sample relative error, with this RMS (normalised units) added to each sample's norm so
-    near-zero frames cannot dominate.
-    """
-
-    lambda_inv_enc: float = 1.0
-    lambda_inv_dec: float = 0.1
-    relative_floor: float | None = None
-
-    def validate(self) -> None:
-        if self.relative_floor is not None and not self.relative_floor > 0:
-            raise ValueError(f"loss.relative_floor must be > 0 or null, got {self.relative_floor}")
-        if self.lambda_inv_enc <= 0:
-            raise ValueError(f"loss.lambda_inv_enc must be > 0, got {self.lambda_inv_enc}")
-        if self.lambda_inv_dec < 0:
-            raise ValueError(f"loss.lambda_inv_dec must be ≥ 0, got {self.lambda_inv_dec}")
 
 
 def physical_nrmse(pred: Tensor, true: Tensor, mean: Tensor, std: Tensor) -> Tensor:

@@ -2,24 +2,28 @@
 
 Each stage's ``parameters_<stage>.yml`` holds a ``train:`` mapping that
 :func:`ups_kedro.config.parse` turns into a :class:`TrainConfig`.  Every key has exactly one
-default, here.  ``validate(where)`` checks ranges and names the full key path in its message
-(``operator.train.accum_steps must be ≥ 1, got 0``), so a bad value fails before any training.
+default, here, and every bound is declared on its field (:func:`ups_kedro.config.bounded`): the
+parser checks it and names the full key path (``operator.train.accum_steps must be ≥ 1, got 0``),
+so a bad value fails before any training.  ``check(where)`` holds the checks between fields.
+
+The learning rate's whole path: ``parameters_<stage>.yml`` → :class:`OptimizerConfig` (parsed
+here) → :func:`ups_kedro.training.optim.build_optimizer` → ``torch.optim``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal, get_args
 
-from ups_kedro.config import ConfigError
+from ups_kedro.config import Checked, ConfigError, bounded
 from ups_kedro.training.seeds import resolve_seed
 
 OptimizerName = Literal["adam", "adamw", "sgd"]
 SchedulerName = Literal["none", "steplr", "cosineannealinglr", "reducelronplateau"]
 
-OPTIMIZER_NAMES: tuple[str, ...] = ("adam", "adamw", "sgd")
-SCHEDULER_NAMES: tuple[str, ...] = ("none", "steplr", "cosineannealinglr", "reducelronplateau")
+OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+SCHEDULER_NAMES: tuple[str, ...] = get_args(SchedulerName)
 BackendName = Literal["auto", "gloo", "nccl"]
 StartMethod = Literal["spawn", "fork"]
 
@@ -31,41 +35,24 @@ def _require(ok: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(Checked):
     """Optimizer choice and hyper-parameters.
 
     ``betas`` apply to adam/adamw, ``momentum`` to sgd; the others are ignored by design so that
     switching ``name`` needs no other edit.
     """
 
-    name: OptimizerName = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.9
+    WHERE: ClassVar[str] = "optimizer"
 
-    def validate(self, where: str = "optimizer") -> None:
-        _require(
-            self.name in OPTIMIZER_NAMES,
-            f"{where}.name must be one of {OPTIMIZER_NAMES}, got {self.name!r}",
-        )
-        _require(
-            math.isfinite(self.lr) and self.lr > 0, f"{where}.lr must be > 0, got {self.lr}"
-        )
-        _require(
-            self.weight_decay >= 0, f"{where}.weight_decay must be ≥ 0, got {self.weight_decay}"
-        )
-        _require(
-            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
-            f"{where}.betas must be two values in [0, 1), got {self.betas}",
-        )
-        _require(
-            0.0 <= self.momentum < 1.0, f"{where}.momentum must be in [0, 1), got {self.momentum}"
-        )
+    name: OptimizerName = "adamw"
+    lr: float = bounded(1e-3, gt=0)
+    weight_decay: float = bounded(0.0, ge=0)
+    betas: tuple[float, float] = bounded((0.9, 0.999), ge=0, lt=1)
+    momentum: float = bounded(0.9, ge=0, lt=1)
 
 
 @dataclass(frozen=True)
-class SchedulerConfig:
+class SchedulerConfig(Checked):
     """Per-epoch learning-rate schedule, with an optional linear warm-up in front.
 
     ``steplr`` uses ``step_size``/``gamma``; ``cosineannealinglr`` uses ``t_max`` (``None``:
@@ -74,36 +61,20 @@ class SchedulerConfig:
     rate linearly from ``lr/(warmup_epochs+1)`` up to ``lr`` before the main schedule starts.
     """
 
-    name: SchedulerName = "none"
-    step_size: int = 10
-    gamma: float = 0.5
-    t_max: int | None = None
-    eta_min: float = 0.0
-    factor: float = 0.5
-    patience: int = 3
-    warmup_epochs: int = 0
+    WHERE: ClassVar[str] = "scheduler"
 
-    def validate(self, where: str = "scheduler") -> None:
-        _require(
-            self.name in SCHEDULER_NAMES,
-            f"{where}.name must be one of {SCHEDULER_NAMES}, got {self.name!r}",
-        )
-        _require(self.step_size >= 1, f"{where}.step_size must be ≥ 1, got {self.step_size}")
-        _require(0.0 < self.gamma <= 1.0, f"{where}.gamma must be in (0, 1], got {self.gamma}")
-        _require(
-            self.t_max is None or self.t_max >= 1,
-            f"{where}.t_max must be ≥ 1 or null, got {self.t_max}",
-        )
-        _require(self.eta_min >= 0, f"{where}.eta_min must be ≥ 0, got {self.eta_min}")
-        _require(0.0 < self.factor < 1.0, f"{where}.factor must be in (0, 1), got {self.factor}")
-        _require(self.patience >= 0, f"{where}.patience must be ≥ 0, got {self.patience}")
-        _require(
-            self.warmup_epochs >= 0, f"{where}.warmup_epochs must be ≥ 0, got {self.warmup_epochs}"
-        )
+    name: SchedulerName = "none"
+    step_size: int = bounded(10, ge=1)
+    gamma: float = bounded(0.5, gt=0, le=1)
+    t_max: int | None = bounded(None, ge=1)
+    eta_min: float = bounded(0.0, ge=0)
+    factor: float = bounded(0.5, gt=0, lt=1)
+    patience: int = bounded(3, ge=0)
+    warmup_epochs: int = bounded(0, ge=0)
 
 
 @dataclass(frozen=True)
-class DistributedConfig:
+class DistributedConfig(Checked):
     """Data-parallel training on one machine (``<stage>.train.distributed``).
 
     ``nproc_per_node`` > 1 makes :func:`ups_kedro.training.loop.fit` start that many worker
@@ -120,42 +91,18 @@ class DistributedConfig:
     ignored: the processes already exist and ``fit`` joins their group.
     """
 
-    nproc_per_node: int = 1
+    WHERE: ClassVar[str] = "distributed"
+
+    nproc_per_node: int = bounded(1, ge=1)
     backend: BackendName = "auto"
     start_method: StartMethod = "spawn"
-    threads_per_proc: int | None = None
-    master_port: int = 0
-    timeout_sec: float = 600.0
-
-    def validate(self, where: str = "distributed") -> None:
-        _require(
-            self.nproc_per_node >= 1,
-            f"{where}.nproc_per_node must be ≥ 1, got {self.nproc_per_node}",
-        )
-        _require(
-            self.backend in ("auto", "gloo", "nccl"),
-            f"{where}.backend must be one of ('auto', 'gloo', 'nccl'), got {self.backend!r}",
-        )
-        _require(
-            self.start_method in ("spawn", "fork"),
-            f"{where}.start_method must be 'spawn' or 'fork', got {self.start_method!r}",
-        )
-        _require(
-            self.threads_per_proc is None or self.threads_per_proc >= 1,
-            f"{where}.threads_per_proc must be ≥ 1 or null, got {self.threads_per_proc}",
-        )
-        _require(
-            0 <= self.master_port <= 65535,
-            f"{where}.master_port must be in [0, 65535] (0: any free port), got {self.master_port}",
-        )
-        _require(
-            math.isfinite(self.timeout_sec) and self.timeout_sec > 0,
-            f"{where}.timeout_sec must be > 0, got {self.timeout_sec}",
-        )
+    threads_per_proc: int | None = bounded(None, ge=1)
+    master_port: int = bounded(0, ge=0, le=65535, note="(0: any free port)")
+    timeout_sec: float = bounded(600.0, gt=0)
 
 
 @dataclass(frozen=True)
-class GradHealthConfig:
+class GradHealthConfig(Checked):
     """When an epoch's gradients are flagged (``<stage>.train.grad_health``).
 
     Judged on the epoch's mean pre-clip global gradient norm (the ``grad_norm`` metric):
@@ -170,27 +117,15 @@ class GradHealthConfig:
     stops training.
     """
 
-    vanishing_norm: float | None = 0.01
-    vanishing_loss_ratio: float = 0.5
-    exploding_factor: float | None = 10.0
+    WHERE: ClassVar[str] = "grad_health"
 
-    def validate(self, where: str = "grad_health") -> None:
-        _require(
-            self.vanishing_norm is None or self.vanishing_norm > 0,
-            f"{where}.vanishing_norm must be > 0 or null, got {self.vanishing_norm}",
-        )
-        _require(
-            0.0 < self.vanishing_loss_ratio <= 1.0,
-            f"{where}.vanishing_loss_ratio must be in (0, 1], got {self.vanishing_loss_ratio}",
-        )
-        _require(
-            self.exploding_factor is None or self.exploding_factor >= 1.0,
-            f"{where}.exploding_factor must be ≥ 1 or null, got {self.exploding_factor}",
-        )
+    vanishing_norm: float | None = bounded(0.01, gt=0)
+    vanishing_loss_ratio: float = bounded(0.5, gt=0, le=1)
+    exploding_factor: float | None = bounded(10.0, ge=1)
 
 
 @dataclass(frozen=True)
-class DivergenceConfig:
+class DivergenceConfig(Checked):
     """When a run counts as diverged and fails instead of publishing (``<stage>.train.divergence``).
 
     The selection loss (validation, or training without validation data) is compared with the
@@ -206,22 +141,14 @@ class DivergenceConfig:
     ``null`` switches a check off.  Non-finite losses always fail (``NonFiniteLossError``).
     """
 
-    max_ratio_to_best: float | None = 10.0
-    max_ratio_to_initial: float | None = 2.0
+    WHERE: ClassVar[str] = "divergence"
 
-    def validate(self, where: str = "divergence") -> None:
-        _require(
-            self.max_ratio_to_best is None or self.max_ratio_to_best > 1.0,
-            f"{where}.max_ratio_to_best must be > 1 or null, got {self.max_ratio_to_best}",
-        )
-        _require(
-            self.max_ratio_to_initial is None or self.max_ratio_to_initial > 0,
-            f"{where}.max_ratio_to_initial must be > 0 or null, got {self.max_ratio_to_initial}",
-        )
+    max_ratio_to_best: float | None = bounded(10.0, gt=1)
+    max_ratio_to_initial: float | None = bounded(2.0, gt=0)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
     """How one stage trains.
 
     ``batch_size`` is the micro-batch; one optimizer step sees ``batch_size * accum_steps``
@@ -237,82 +164,51 @@ class TrainConfig:
     ``eval_batch_size`` are then global sizes, split across the processes.
 
     ``seed`` ``null`` (the default) derives the stage's seed from the top-level ``seed`` in
-    ``globals.yml`` (:mod:`ups_kedro.training.seeds`); :meth:`validate` fills it in, so a parsed
+    ``globals.yml`` (:mod:`ups_kedro.training.seeds`); :meth:`check` fills it in, so a parsed
     config always holds the integer actually used.  ``num_threads`` sets torch's intra-op
     threads for the stage (``null``: ``OMP_NUM_THREADS`` if set, else the idle cores, at most
     4; see :mod:`ups_kedro.training.threads`).  ``grad_health`` and ``divergence``: see
     :class:`GradHealthConfig`, :class:`DivergenceConfig`.
     """
 
-    epochs: int
-    batch_size: int
+    WHERE: ClassVar[str] = "train"
+
+    # epochs 0 is legal: a stage can be switched off (stage 4 in the original).
+    epochs: int = bounded(ge=0)
+    batch_size: int = bounded(ge=1)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    accum_steps: int = 1
-    grad_clip: float | None = None
-    ema_decay: float | None = None
+    accum_steps: int = bounded(1, ge=1)
+    grad_clip: float | None = bounded(None, gt=0)
+    ema_decay: float | None = bounded(None, gt=0, lt=1)
     ema_warmup: bool = True
     amp: bool = False
     compile: bool = False
-    patience: int | None = None
+    patience: int | None = bounded(None, ge=1)
     target_loss: float | None = None
-    checkpoint_interval: int = 0
+    checkpoint_interval: int = bounded(0, ge=0, note="(0: none)")
     seed: int | None = None
     device: str = "cpu"
     progress: bool = True
-    eval_batch_size: int | None = None
-    num_workers: int = 0
+    eval_batch_size: int | None = bounded(None, ge=1)
+    num_workers: int = bounded(0, ge=0)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    num_threads: int | None = None
+    num_threads: int | None = bounded(None, ge=1, note="(null: automatic)")
     grad_health: GradHealthConfig = field(default_factory=GradHealthConfig)
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
 
-    def validate(self, where: str = "train") -> None:
+    def check(self, where: str) -> None:
         if self.seed is None:
             # Frozen, but the one place that knows the stage (``where``): fill in the derived
             # seed once, so nodes, fingerprints and checkpoints all see the seed in use.
             object.__setattr__(self, "seed", resolve_seed(None, where))
-        # epochs 0 is legal: a stage can be switched off (stage 4 in the original).
-        _require(self.epochs >= 0, f"{where}.epochs must be ≥ 0, got {self.epochs}")
-        _require(self.batch_size >= 1, f"{where}.batch_size must be ≥ 1, got {self.batch_size}")
-        _require(self.accum_steps >= 1, f"{where}.accum_steps must be ≥ 1, got {self.accum_steps}")
-        _require(
-            self.grad_clip is None or self.grad_clip > 0,
-            f"{where}.grad_clip must be > 0 or null, got {self.grad_clip}",
-        )
-        _require(
-            self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
-            f"{where}.ema_decay must be in (0, 1) or null, got {self.ema_decay}",
-        )
-        _require(
-            self.patience is None or self.patience >= 1,
-            f"{where}.patience must be ≥ 1 or null, got {self.patience}",
-        )
         _require(
             self.target_loss is None or math.isfinite(self.target_loss),
             f"{where}.target_loss must be a finite number or null, got {self.target_loss}",
         )
         _require(
-            self.checkpoint_interval >= 0,
-            f"{where}.checkpoint_interval must be ≥ 0 (0: none), got {self.checkpoint_interval}",
-        )
-        _require(
             self.device == "cpu" or self.device.startswith(("cuda", "mps")),
             f"{where}.device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}",
-        )
-        _require(
-            self.eval_batch_size is None or self.eval_batch_size >= 1,
-            f"{where}.eval_batch_size must be ≥ 1 or null, got {self.eval_batch_size}",
-        )
-        _require(self.num_workers >= 0, f"{where}.num_workers must be ≥ 0, got {self.num_workers}")
-        self.optimizer.validate(f"{where}.optimizer")
-        self.scheduler.validate(f"{where}.scheduler")
-        self.distributed.validate(f"{where}.distributed")
-        self.grad_health.validate(f"{where}.grad_health")
-        self.divergence.validate(f"{where}.divergence")
-        _require(
-            self.num_threads is None or self.num_threads >= 1,
-            f"{where}.num_threads must be ≥ 1 or null (automatic), got {self.num_threads}",
         )
         dist = self.distributed
         if dist.backend == "nccl":
@@ -337,3 +233,70 @@ class TrainConfig:
                 f"{where}.device must be 'cpu' or 'cuda' (each worker takes cuda:<rank>) when "
                 f"{where}.distributed.nproc_per_node > 1, got {self.device!r}",
             )
+
+
+@dataclass(frozen=True)
+class AutoencoderLossConfig(Checked):
+    """Weights of the two autoencoder losses (:mod:`ups_kedro.training.autoencoder`).
+
+    ``relative_floor``: ``None`` for a plain MSE reconstruction loss; a value > 0 makes it the
+    per-sample relative error, with this RMS (normalised units) added to each sample's norm so
+    near-zero frames cannot dominate.
+    """
+
+    WHERE: ClassVar[str] = "loss"
+
+    lambda_inv_enc: float = bounded(1.0, gt=0)
+    lambda_inv_dec: float = bounded(0.1, ge=0)
+    relative_floor: float | None = bounded(None, gt=0)
+
+
+@dataclass(frozen=True)
+class OperatorLossConfig(Checked):
+    """Loss weights and unrolling curriculum of Stage 1 (:mod:`ups_kedro.training.operator`)."""
+
+    WHERE: ClassVar[str] = "loss"
+
+    lambda_forward: float = bounded(1.0, ge=0)
+    lambda_rollout: float = bounded(0.0, ge=0)
+    rollout_horizon: int = bounded(1, ge=1)
+    lambda_spectral: float = bounded(0.0, ge=0)
+    lambda_inv_enc: float = bounded(0.0, ge=0)
+    lambda_inv_dec: float = bounded(0.0, ge=0)
+    inverse_loss_warmup_epochs: int = bounded(15, ge=0)
+    inverse_loss_max_weight: float = bounded(0.05, ge=0)
+    relative_floor: float | None = bounded(None, gt=0)
+    input_noise: float = bounded(0.0, ge=0)
+    rollout_warmup_epochs: int = bounded(0, ge=0)
+    rollout_curriculum_epochs: int = bounded(0, ge=0)
+    rollout_grad_steps: int | None = bounded(None, ge=1, note="(null: full back-propagation)")
+
+    def check(self, where: str) -> None:
+        _require(not (self.lambda_rollout > 0 and self.rollout_horizon < 2),
+                 f"{where}.lambda_rollout > 0 needs {where}.rollout_horizon ≥ 2")
+        _require(self.lambda_forward + self.lambda_rollout != 0,
+                 f"{where}.lambda_forward and {where}.lambda_rollout cannot both be 0")
+
+    @property
+    def needs_fields(self) -> bool:
+        """Whether batches must carry the physical target fields (``u_next``)."""
+        return self.lambda_inv_enc > 0 or self.lambda_inv_dec > 0
+
+    @property
+    def horizon(self) -> int:
+        """Future latents each batch must carry."""
+        return self.rollout_horizon if self.lambda_rollout > 0 else 1
+
+    def horizon_at(self, epoch: int | None) -> int:
+        """Steps unrolled in training epoch ``epoch`` (≥ 1); ``None`` (validation): all of them.
+
+        Epochs ``1 .. rollout_warmup_epochs`` train one step; after them the horizon grows
+        linearly and reaches ``horizon`` at epoch ``warmup + rollout_curriculum_epochs + 1``
+        (right after the warm-up when the curriculum is 0), then stays there.
+        """
+        full, warm, ramp = self.horizon, self.rollout_warmup_epochs, self.rollout_curriculum_epochs
+        if epoch is None or full == 1:
+            return full
+        if epoch <= warm:
+            return 1
+        return min(full, 1 + ((epoch - warm) * (full - 1)) // (ramp + 1))

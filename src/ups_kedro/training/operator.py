@@ -36,80 +36,12 @@ The two inverse weights follow the curriculum of :func:`~ups_kedro.training.loss
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ups_kedro.training.config import OperatorLossConfig
 from ups_kedro.training.losses import inverse_loss_weight, mse, relative_mse, spectral_energy_loss
-
-
-@dataclass(frozen=True)
-class OperatorLossConfig:
-    lambda_forward: float = 1.0
-    lambda_rollout: float = 0.0
-    rollout_horizon: int = 1
-    lambda_spectral: float = 0.0
-    lambda_inv_enc: float = 0.0
-    lambda_inv_dec: float = 0.0
-    inverse_loss_warmup_epochs: int = 15
-    inverse_loss_max_weight: float = 0.05
-    relative_floor: float | None = None
-    input_noise: float = 0.0
-    rollout_warmup_epochs: int = 0
-    rollout_curriculum_epochs: int = 0
-    rollout_grad_steps: int | None = None
-
-    def validate(self) -> None:
-        if self.relative_floor is not None and not self.relative_floor > 0:
-            raise ValueError(f"loss.relative_floor must be > 0 or null, got {self.relative_floor}")
-        if self.input_noise < 0:
-            raise ValueError(f"loss.input_noise must be ≥ 0, got {self.input_noise}")
-        for name in ("lambda_forward", "lambda_rollout", "lambda_spectral", "lambda_inv_enc",
-                     "lambda_inv_dec", "inverse_loss_max_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name} must be ≥ 0, got {getattr(self, name)}")
-        if self.rollout_horizon < 1:
-            raise ValueError(f"loss.rollout_horizon must be ≥ 1, got {self.rollout_horizon}")
-        if self.lambda_rollout > 0 and self.rollout_horizon < 2:
-            raise ValueError("loss.lambda_rollout > 0 needs loss.rollout_horizon ≥ 2")
-        if self.rollout_warmup_epochs < 0:
-            raise ValueError(f"loss.rollout_warmup_epochs must be ≥ 0, got "
-                             f"{self.rollout_warmup_epochs}")
-        if self.rollout_curriculum_epochs < 0:
-            raise ValueError(f"loss.rollout_curriculum_epochs must be ≥ 0, got "
-                             f"{self.rollout_curriculum_epochs}")
-        if self.rollout_grad_steps is not None and self.rollout_grad_steps < 1:
-            raise ValueError(f"loss.rollout_grad_steps must be ≥ 1 or null (full "
-                             f"back-propagation), got {self.rollout_grad_steps}")
-        if self.inverse_loss_warmup_epochs < 0:
-            raise ValueError("loss.inverse_loss_warmup_epochs must be ≥ 0")
-        if self.lambda_forward + self.lambda_rollout == 0:
-            raise ValueError("loss.lambda_forward and loss.lambda_rollout cannot both be 0")
-
-    @property
-    def needs_fields(self) -> bool:
-        """Whether batches must carry the physical target fields (``u_next``)."""
-        return self.lambda_inv_enc > 0 or self.lambda_inv_dec > 0
-
-    @property
-    def horizon(self) -> int:
-        """Future latents each batch must carry."""
-        return self.rollout_horizon if self.lambda_rollout > 0 else 1
-
-    def horizon_at(self, epoch: int | None) -> int:
-        """Steps unrolled in training epoch ``epoch`` (≥ 1); ``None`` (validation): all of them.
-
-        Epochs ``1 .. rollout_warmup_epochs`` train one step; after them the horizon grows
-        linearly and reaches ``horizon`` at epoch ``warmup + rollout_curriculum_epochs + 1``
-        (right after the warm-up when the curriculum is 0), then stays there.
-        """
-        full, warm, ramp = self.horizon, self.rollout_warmup_epochs, self.rollout_curriculum_epochs
-        if epoch is None or full == 1:
-            return full
-        if epoch <= warm:
-            return 1
-        return min(full, 1 + ((epoch - warm) * (full - 1)) // (ramp + 1))
 
 
 class OperatorTask:

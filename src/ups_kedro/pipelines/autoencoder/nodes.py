@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ups_kedro.config import ConfigError, parse
+from ups_kedro.config import ConfigError, follow_data, parse
 from ups_kedro.data.torch_data import FrameDataset, normaliser_tensors
 from ups_kedro.datasets.array_dataset import ArrayBundle, ChunkedArray
 from ups_kedro.evaluation import metrics
 from ups_kedro.evaluation.rollout import reconstruct
+from ups_kedro.models.autoencoder_config import AutoencoderConfig
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.autoencoder.config import AutoencoderStageConfig
@@ -52,15 +53,10 @@ def build_autoencoder(cfg: AutoencoderStageConfig, shape: tuple[int, ...]):
     _check_token_grid(cfg.latent.tokens, len(grid))
     common = {"latent_dim": cfg.latent.dim, "latent_tokens": cfg.latent.tokens,
               "spatial_dims": len(grid)}
-    encoder = {**common, "in_channels": channels, "grid_shape": list(grid),
-               "patch_size": cfg.encoder.patch_size, "stem_hidden": cfg.encoder.stem_hidden,
-               "stem_layers": cfg.encoder.stem_layers,
-               "fourier_freqs": list(cfg.encoder.fourier_freqs)}
-    decoder = {**common, "out_channels": channels, **{
-        k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg.decoder).items()
-        if k != "linear_skip"}}
-    decoder["skip_patch_size"] = cfg.encoder.patch_size if cfg.decoder.linear_skip else 0
-    return build_model("autoencoder", {"encoder": encoder, "decoder": decoder})
+    return build_model("autoencoder", AutoencoderConfig(
+        encoder=follow_data(cfg.encoder, f"{STAGE}.encoder", **common, in_channels=channels,
+                            grid_shape=grid),
+        decoder=follow_data(cfg.decoder, f"{STAGE}.decoder", **common, out_channels=channels)))
 
 
 def train_autoencoder(
@@ -96,7 +92,7 @@ def train_autoencoder(
                                ("axes", "channels", "dt", "t", "coords", "initial_step")}},
     )
     ckpt["lineage"]["encoder_hash"] = module_hash(load_module(ckpt).encoder)
-    if result.epochs_run == 0:  # e.g. linear_skip: the initial inverse pair is kept as is
+    if result.epochs_run == 0:  # e.g. the skip path: the initial inverse pair is kept as is
         logger.info("autoencoder: not trained (train.epochs = 0), encoder hash %s",
                     ckpt["lineage"]["encoder_hash"])
     else:

@@ -5,91 +5,76 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ups_kedro.models.schedules import TauSampling
+from ups_kedro.config import Checked, bounded
+from ups_kedro.models.corrector_config import (
+    DiffusionResidualConfig,
+    RolloutCorrectorConfig,
+    Solver,
+    TauSampling,
+)
 from ups_kedro.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
-class ResidualModelParams:
-    """DiffusionResidual sizes and the noise schedule (in units of the residual's RMS)."""
-
-    architecture: Literal["mlp", "token_mixer"] = "mlp"
-    hidden_dim: int = 64
-    num_layers: int = 3
-    num_heads: int = 4
-    noise_embed_dim: int = 16
-    mlp_ratio: float = 2.0
-    sigma_min: float = 1.0e-4
-    sigma_max: float = 1.0
-    rho: float = 7.0
+class ResidualLossParams(Checked):
+    lambda_spectral: float = bounded(0.0, ge=0)
+    lambda_relative: float = bounded(0.0, ge=0)
+    relative_floor: float = bounded(0.01, ge=0)  # the relative term's floor, residual-RMS units
 
 
 @dataclass(frozen=True)
-class ResidualLossParams:
-    lambda_spectral: float = 0.0
-    lambda_relative: float = 0.0
-    relative_floor: float = 0.01  # the relative term's floor, in residual-RMS units
+class SamplerParams(Checked):
+    steps: int = bounded(16, ge=1)
+    solver: Solver = "heun"
 
 
 @dataclass(frozen=True)
-class SamplerParams:
-    steps: int = 16
-    solver: Literal["heun", "euler"] = "heun"
-
-
-@dataclass(frozen=True)
-class ResidualEvalParams:
-    sampler_steps: tuple[int, ...] = (4, 16)
+class ResidualEvalParams(Checked):
+    sampler_steps: tuple[int, ...] = bounded((4, 16), ge=1)
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = bounded(64, ge=1)
 
 
-@dataclass(frozen=True)
-class CorrectorModelParams:
-    """:class:`~ups_kedro.models.corrector.RolloutCorrector` sizes, form and noise levels."""
+@dataclass(frozen=True, kw_only=True)
+class CorrectorParams(Checked):
+    """The rollout corrector and its unrolled training (``method: corrector``).
 
-    kind: Literal["deterministic", "refiner"] = "deterministic"
-    hidden_dim: int = 64
-    num_blocks: int = 4
-    kernel_size: int = 5
-    refine_steps: int = 1
-    sigma_min: float = 2.0e-4
-    sigma_max: float = 2.0e-3
-    num_samples: int = 1
+    ``model`` is the checkpoint's :class:`RolloutCorrectorConfig` itself; ``latent_dim``,
+    ``latent_tokens`` and ``spatial_dims`` are filled in from the latents by the node.
+    """
 
-
-@dataclass(frozen=True)
-class CorrectorParams:
-    """The rollout corrector and its unrolled training (``method: corrector``)."""
-
-    model: CorrectorModelParams = field(default_factory=CorrectorModelParams)
+    model: RolloutCorrectorConfig = field(default_factory=RolloutCorrectorConfig)
     #: Unrolled steps of operator + corrector per training window; null: every step left
     #: after ``first_start`` (the evaluation's whole rollout).
-    horizon: int | None = None
+    horizon: int | None = bounded(None, ge=1)
     #: First start frame of the unrolled windows; null: ``initial_step - 1`` (where the
     #: evaluation's rollouts start: the given frames before it are never rolled out from).
-    first_start: int | None = None
-    train_start_stride: int = 4  # start frames of the unrolled windows (every k-th)
-    val_start_stride: int = 8
-    relative_floor: float = 0.01  # latent RMS units, see ups_kedro.training.corrector
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=16))
+    first_start: int | None = bounded(None, ge=0)
+    train_start_stride: int = bounded(4, ge=1)  # start frames of the unrolled windows
+    val_start_stride: int = bounded(8, ge=1)
+    relative_floor: float = bounded(0.01, ge=0)  # latent RMS units, see training.corrector
+    train: TrainConfig
 
 
-@dataclass(frozen=True)
-class DiffResidualStageConfig:
+@dataclass(frozen=True, kw_only=True)
+class DiffResidualStageConfig(Checked):
     """``method``: ``corrector`` (trained through its own rollout, the default) or ``edm`` (the
     original's conditional residual diffusion: ``model``, ``tau_sampling``, ``loss``,
-    ``sampler``, ``train``, ``val_*``)."""
+    ``sampler``, ``train``, ``val_*``).  ``model`` is the checkpoint's
+    :class:`DiffusionResidualConfig` itself (``latent_*``, ``parameterisation`` and
+    ``residual_scale`` are set by the node)."""
+
+    WHERE = "diff_residual"
 
     method: Literal["corrector", "edm"] = "corrector"
-    corrector: CorrectorParams = field(default_factory=CorrectorParams)
-    model: ResidualModelParams = field(default_factory=ResidualModelParams)
+    corrector: CorrectorParams
+    model: DiffusionResidualConfig
     tau_sampling: TauSampling = field(default_factory=TauSampling)
     loss: ResidualLossParams = field(default_factory=ResidualLossParams)
     sampler: SamplerParams = field(default_factory=SamplerParams)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, batch_size=128))
-    val_start_stride: int = 4
-    val_num_sigmas: int = 8
+    train: TrainConfig
+    val_start_stride: int = bounded(4, ge=1)
+    val_num_sigmas: int = bounded(8, ge=2)
     eval: ResidualEvalParams = field(default_factory=ResidualEvalParams)
     state_dir: str = "data/06_models/state/diff_residual"
     # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint

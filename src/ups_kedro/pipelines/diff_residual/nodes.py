@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ups_kedro.config import parse
+from ups_kedro.config import follow_data, parse
 from ups_kedro.data.torch_data import LatentPairDataset, ResidualPairDataset
 from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation.variants import (
@@ -113,10 +113,9 @@ def _train_rollout_corrector(cfg: DiffResidualStageConfig, op: FrozenOperator,
                               c.first_start)
     tokens, dim = latents_train.array.shape[-2:]
     torch.manual_seed(c.train.seed)
-    model = build_model("rollout_corrector", {
-        "latent_dim": int(dim), "latent_tokens": int(tokens),
-        "spatial_dims": int(operator_checkpoint["config"].get("spatial_dims", 1)),
-        **vars(c.model)})
+    model = build_model("rollout_corrector", follow_data(
+        c.model, f"{STAGE}.corrector.model", latent_dim=int(dim), latent_tokens=int(tokens),
+        spatial_dims=int(operator_checkpoint["config"].get("spatial_dims", 1))))
     task = UnrolledCorrectorTask(op, horizon, c.relative_floor)
     return _fit_checkpoint(cfg, c.train, model, task, train, val, op, operator_checkpoint,
                            latents_train)
@@ -131,9 +130,9 @@ def _train_edm(cfg: DiffResidualStageConfig, op: FrozenOperator, operator_checkp
     scale = _residual_scale(train, op)
     tokens, dim = latents_train.array.shape[-2:]
     torch.manual_seed(cfg.train.seed)
-    model = build_model("diffusion_residual", {
-        "latent_dim": int(dim), "latent_tokens": int(tokens), **vars(cfg.model),
-        "parameterisation": "edm", "residual_scale": scale})
+    model = build_model("diffusion_residual", follow_data(
+        cfg.model, f"{STAGE}.model", latent_dim=int(dim), latent_tokens=int(tokens),
+        parameterisation="edm", residual_scale=scale))
     task = ResidualDiffusionTask(
         op, model.schedule, cfg.tau_sampling, cfg.loss.lambda_spectral, cfg.loss.lambda_relative,
         relative_floor=cfg.loss.relative_floor, residual_scale=scale,

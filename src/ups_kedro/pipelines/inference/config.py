@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ups_kedro.config import ConfigError
+from ups_kedro.config import Checked, ConfigError, bounded
 from ups_kedro.evaluation.suite import VariantParams
 
 
 @dataclass(frozen=True)
-class InitialConditionParams:
+class InitialConditionParams(Checked):
     path: str  # .h5/.hdf5 (PDEBench layout) or .npy on the model's grid
     samples: tuple[int, ...] | None = (0, 1, 2, 3)  # null: every sample in the file
     frame: int = 9  # HDF5 time-dependent files: the frame to start from
-    space_stride: int = 1  # HDF5 files: keep every k-th point (the data's downsample_space)
+    space_stride: int = bounded(1, ge=1)  # HDF5: keep every k-th point (data's downsample_space)
     initial_guess: str | None = None  # steady mode: optional initial-guess field file
 
 
@@ -31,7 +31,9 @@ class CheckpointPaths:
 
 
 @dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(Checked):
+    WHERE = "inference"
+
     initial_condition: InitialConditionParams
     mode: Literal["transient", "steady"] = "transient"
     source: Literal["champion", "checkpoints"] = "champion"
@@ -40,12 +42,10 @@ class InferenceConfig:
     checkpoints: CheckpointPaths = field(default_factory=CheckpointPaths)
     variant: str | None = None  # null: the champion's promoted variant / operator
     variants: VariantParams = field(default_factory=lambda: VariantParams(solver_reference=False))
-    n_steps: int = 30  # transient: rolled-out steps
+    n_steps: int = bounded(30, ge=1)  # transient: rolled-out steps
     steady_steps: int | None = None  # steady: refinements (null: all)
 
-    def validate(self, where: str = "inference") -> None:
-        if self.n_steps < 1:
-            raise ConfigError(f"{where}.n_steps must be ≥ 1, got {self.n_steps}")
+    def check(self, where: str) -> None:
         if self.mode == "steady" and self.source == "champion":
             raise ConfigError(f"{where}: steady mode reads the steady prior from "
                               f"{where}.checkpoints (the registry holds the transient surrogate); "

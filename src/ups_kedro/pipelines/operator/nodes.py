@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ups_kedro.config import ConfigError, parse
+from ups_kedro.config import follow_data, parse
 from ups_kedro.data.torch_data import LatentPairDataset, normaliser_tensors
 from ups_kedro.data.windows import JitteredWindowDataset
 from ups_kedro.datasets.array_dataset import ArrayBundle
@@ -49,19 +49,9 @@ def build_operator(cfg: OperatorStageConfig, latents_shape: tuple[int, ...],
 
     ``spatial_dims``: the autoencoder's (1: a row of tokens, 2: a square token grid)."""
     tokens, dim = int(latents_shape[-2]), int(latents_shape[-1])
-    m = cfg.model
-    if m.input_dim is not None and m.input_dim != dim:
-        raise ConfigError(f"operator.model.input_dim={m.input_dim} must equal the latent dim "
-                          f"autoencoder.latent.dim={dim} (or be null to follow it)")
-    if m.tokens is not None and m.tokens != tokens:
-        raise ConfigError(f"operator.model.tokens={m.tokens} must equal autoencoder.latent.tokens"
-                          f"={tokens} (or be null to follow it)")
-    return build_model("latent_operator", {
-        "latent_dim": dim, "latent_tokens": tokens, "hidden_dim": m.hidden_dim,
-        "group_size": m.group_size, "num_heads": m.num_heads, "time_embed_dim": m.time_embed_dim,
-        "architecture": m.architecture, "depths": list(m.depths), "mlp_ratio": m.mlp_ratio,
-        "dropout": m.dropout, "kernel_size": m.kernel_size, "spatial_dims": spatial_dims,
-        "attention": m.attention, "window": m.window})
+    return build_model("latent_operator", follow_data(
+        cfg.model, f"{STAGE}.model", latent_dim=dim, latent_tokens=tokens,
+        spatial_dims=spatial_dims))
 
 
 @torch.no_grad()

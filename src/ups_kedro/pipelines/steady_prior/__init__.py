@@ -1,5 +1,19 @@
 """``steady_prior`` pipeline (Stage 4): a steady-state prior trained on real steady states."""
 
-from ups_kedro.pipelines.steady_prior.pipeline import create_pipeline
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kedro.pipeline import Pipeline
 
 __all__ = ["create_pipeline"]
+
+
+def __getattr__(name: str) -> Callable[..., Pipeline]:
+    # Lazy: importing this stage's config must not import Kedro (or torch via the nodes).
+    if name == "create_pipeline":
+        return importlib.import_module(f"{__name__}.pipeline").create_pipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

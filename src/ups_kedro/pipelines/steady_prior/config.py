@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-from ups_kedro.config import ConfigError
-from ups_kedro.pipelines.autoencoder.config import (
-    AutoencoderStageConfig,
-    DecoderParams,
-    EncoderParams,
-    LatentConfig,
-)
-from ups_kedro.training.autoencoder import AutoencoderLossConfig
-from ups_kedro.training.config import TrainConfig
+from ups_kedro.config import Checked, bounded
+from ups_kedro.models.steady_prior_config import SteadyPriorConfig
+from ups_kedro.models.autoencoder_config import AnyPointDecoderConfig, GridEncoderConfig
+from ups_kedro.pipelines.autoencoder.config import AutoencoderStageConfig, LatentConfig
+from ups_kedro.training.config import AutoencoderLossConfig, TrainConfig
 
 
-@dataclass(frozen=True)
-class SteadyAutoencoderParams:
+@dataclass(frozen=True, kw_only=True)
+class SteadyAutoencoderParams(Checked):
     """The autoencoder of the steady solution (the same model as the ``autoencoder`` stage).
 
     ``latent.tokens`` must be a perfect square whose root divides the grid: the conditioning
     fields are cut into the same token grid (``training.steady.conditioning_tokens``).
     """
 
-    latent: LatentConfig = field(default_factory=lambda: LatentConfig(dim=8, tokens=16))
-    encoder: EncoderParams = field(default_factory=EncoderParams)
-    decoder: DecoderParams = field(default_factory=DecoderParams)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    encoder: GridEncoderConfig
+    decoder: AnyPointDecoderConfig
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=16))
-    encode_batch_size: int = 256
+    train: TrainConfig
+    encode_batch_size: int = bounded(256, ge=1)
 
     def stage_config(self) -> AutoencoderStageConfig:
         """As the ``autoencoder`` stage's config, for ``build_autoencoder``."""
@@ -39,39 +34,33 @@ class SteadyAutoencoderParams:
 
 
 @dataclass(frozen=True)
-class SteadyPriorModelParams:
-    """SteadyPrior sizes; ``latent_dim``/``latent_tokens``/``cond_dim`` follow the data."""
-
-    hidden_dim: int = 64
-    num_steps: int = 4
-    architecture: Literal["mlp", "token_mixer"] = "token_mixer"
-    num_layers: int = 2
-    num_heads: int = 4
+class SteadyPriorLossParams(Checked):
+    lambda_intermediate: float = bounded(0.1, ge=0)  # deep supervision of refinements 1..S-1
 
 
 @dataclass(frozen=True)
-class SteadyPriorLossParams:
-    lambda_intermediate: float = 0.1   # deep supervision of the refinements 1..num_steps-1
+class SteadyEvalParams(Checked):
+    batch_size: int = bounded(64, ge=1)
 
 
-@dataclass(frozen=True)
-class SteadyEvalParams:
-    batch_size: int = 64
-
-
-@dataclass(frozen=True)
-class SteadyPriorStageConfig:
+@dataclass(frozen=True, kw_only=True)
+class SteadyPriorStageConfig(Checked):
     """The whole ``steady_prior`` block.  ``train.epochs: 0`` switches Stage 4 off.
 
-    The steady data are not configured here: they are ``data_processing.steady``.
+    ``model`` is the checkpoint's :class:`SteadyPriorConfig` itself (``latent_dim``,
+    ``latent_tokens`` and ``cond_dim`` follow the data and are set by the node).  The steady
+    data are not configured here: they are ``data_processing.steady``.
     """
 
-    autoencoder: SteadyAutoencoderParams = field(default_factory=SteadyAutoencoderParams)
-    model: SteadyPriorModelParams = field(default_factory=SteadyPriorModelParams)
+    WHERE = "steady_prior"
+
+    autoencoder: SteadyAutoencoderParams
+    model: SteadyPriorConfig
     loss: SteadyPriorLossParams = field(default_factory=SteadyPriorLossParams)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, batch_size=16))
+    train: TrainConfig
     eval: SteadyEvalParams = field(default_factory=SteadyEvalParams)
-    torch_threads: int | None = 1   # these models are tiny: one thread is fastest (null: torch's)
+    torch_threads: int | None = bounded(1, ge=1)  # tiny models: one thread is fastest (null:
+                                                  # torch's default)
     state_dir: str = "data/06_models/state/steady_prior"
     # true: retrain even when up to date (ups_kedro.pipelines.stage_cache); not in the fingerprint
     force: bool = False
@@ -79,15 +68,3 @@ class SteadyPriorStageConfig:
     @property
     def enabled(self) -> bool:
         return self.train.epochs > 0
-
-    def validate(self, where: str = "steady_prior") -> None:
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ConfigError(f"{where}.torch_threads must be ≥ 1 or null, got "
-                              f"{self.torch_threads}")
-        if self.loss.lambda_intermediate < 0:
-            raise ConfigError(f"{where}.loss.lambda_intermediate must be ≥ 0, got "
-                              f"{self.loss.lambda_intermediate}")
-        for key, value in (("eval.batch_size", self.eval.batch_size),
-                           ("autoencoder.encode_batch_size", self.autoencoder.encode_batch_size)):
-            if value < 1:
-                raise ConfigError(f"{where}.{key} must be ≥ 1, got {value}")

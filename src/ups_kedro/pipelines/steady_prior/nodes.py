@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ups_kedro.config import ConfigError, parse, to_dict
+from ups_kedro.config import ConfigError, follow_data, parse, to_dict
 from ups_kedro.data.steady import (
     conditioning_fields,
     is_skipped,
@@ -220,11 +220,9 @@ def steady_conditioning(nu: np.ndarray, beta: float | np.ndarray, normaliser: di
 def build_steady_prior(cfg: SteadyPriorStageConfig, latent_tokens: int, latent_dim: int,
                        cond_dim: int):
     """An untrained SteadyPrior sized from the parameters and the latent/conditioning layout."""
-    m = cfg.model
-    return build_model("steady_prior", {
-        "latent_dim": latent_dim, "latent_tokens": latent_tokens, "cond_dim": cond_dim,
-        "hidden_dim": m.hidden_dim, "num_steps": m.num_steps, "architecture": m.architecture,
-        "num_layers": m.num_layers, "num_heads": m.num_heads})
+    return build_model("steady_prior", follow_data(
+        cfg.model, f"{STAGE}.model", latent_dim=latent_dim, latent_tokens=latent_tokens,
+        cond_dim=cond_dim))
 
 
 def train_steady_prior(
