@@ -13,7 +13,7 @@ module; our ``run`` takes every option of Kedro's and adds:
 * **Which errors are the user's** is decided in :mod:`ups_kedro.error_report` (shared with
   the run-status hooks, which tag a failed MLflow run with the same line).
 * **Up-to-date nodes are skipped**: the default runner is :class:`ups_kedro.runner.ReuseRunner`
-  (``--runner SequentialRunner`` runs every node).
+  (``--runner SequentialRunner`` runs every node; ``--nodes`` runs exactly the nodes named).
 * **``--pipeline`` without a deprecation warning.**  Kedro deprecates ``--pipeline`` in favour of
   ``--pipelines``; both are accepted here, ``--pipeline`` as a plain alias (comma-separated too).
 """
@@ -98,8 +98,10 @@ def _run(verbose_errors: bool, pipeline: str | None, pipelines: list[str], **kwa
         pipelines = [name.strip() for name in pipeline.split(",") if name.strip()]
     from ups_kedro import run_status
 
-    # Nodes that are up to date are skipped (ups_kedro.runner) unless another runner is asked for.
-    kwargs["runner"] = kwargs.get("runner") or "ups_kedro.runner.ReuseRunner"
+    # Nodes that are up to date are skipped (ups_kedro.runner) unless another runner is asked
+    # for, or nodes are named (`--nodes`: run exactly those).
+    if not kwargs.get("runner") and not kwargs.get("node_names"):
+        kwargs["runner"] = "ups_kedro.runner.ReuseRunner"
     try:
         return _kedro_run.callback(pipeline=None, pipelines=pipelines, **kwargs)
     except KeyboardInterrupt:
@@ -156,17 +158,17 @@ cli.add_command(run)
               help="Runtime parameters as for kedro run (key=value,key2=value2), e.g. to see "
                    "what a change would retrain.")
 def status(env: str | None, pipeline: str, params: dict) -> None:
-    """What `kedro run` would retrain, and why (a dry run: nothing is trained).
+    """What `kedro run` would retrain, and why; which nodes it would skip (nothing is trained).
 
     Force a stage with `kedro run --params <stage>.force=true` (it and everything downstream of
     it retrain).
     """
     from pathlib import Path
 
-    from ups_kedro.pipelines.stage_dry_run import dry_run, format_table
+    from ups_kedro.pipelines.stage_dry_run import dry_run_nodes, format_table
 
     try:
-        verdicts = dry_run(Path.cwd(), env, params or {}, pipeline)
+        verdicts, to_run, skipped = dry_run_nodes(Path.cwd(), env, params or {}, pipeline)
     except Exception as exc:  # noqa: BLE001 - one line for ours, as `kedro run`
         err = user_error(exc)
         if err is None:
@@ -174,3 +176,5 @@ def status(env: str | None, pipeline: str, params: dict) -> None:
         click.secho(f"Error: {one_line(err)}", fg="red", err=True)
         sys.exit(1)
     click.echo(format_table(verdicts))
+    click.echo(f"\nnodes: {len(skipped)} up to date (skipped), {len(to_run)} would run"
+               + (f": {', '.join(to_run)}" if to_run else ""))

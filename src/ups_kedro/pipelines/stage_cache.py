@@ -184,9 +184,7 @@ def _announce_reuse(stage: str, fp: str, status: st.StageStatus | None, ckpt: di
     logger.info("%s: up to date (fingerprint %s, trained in run %s) — reused", stage, short(fp),
                 source)
     set_tags({f"ups.{stage}.reused_from": str(source), f"ups.{stage}.fingerprint": fp})
-    final = {**(status.final_metrics if status else {}),
-             **{k: v for k, v in (ckpt.get("metrics") or {}).items()
-                if isinstance(v, (int, float))}}
+    final = {**(status.final_metrics if status else {}), **_scalars(ckpt.get("metrics") or {})}
     log_metrics(stage, final, step=status.epochs_done if status else None)
 
 
@@ -247,6 +245,9 @@ class StageCacheHooks:
         status.finished = st.now()
         status.checkpoint = _relative(Path(path)) if path else None
         status.epochs_done = int((data.get("metrics") or {}).get("epochs_run", status.epochs_done))
+        # The checkpoint's own summary (best_val_loss, ...) too: a stage skipped without loading
+        # its checkpoint (ups_kedro.runner) reports it from here.
+        status.final_metrics = {**status.final_metrics, **_scalars(data.get("metrics") or {})}
         st.write_status(pending.state_dir, status)
         _log_jsonl_artifact(stage)
 
@@ -258,6 +259,11 @@ class StageCacheHooks:
             st.write_status(pending.state_dir, pending.status)
             _log_jsonl_artifact(stage)
             st.pop_pending(stage)
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _relative(path: Path) -> str:
