@@ -10,6 +10,10 @@ module; our ``run`` takes every option of Kedro's and adds:
   shows it on the terminal as well.  Anything else is a bug and keeps its full traceback.
 * **Interrupts.**  Ctrl-C and SIGTERM end with one line, exit code 130 / 143, and the MLflow run
   closed as ``KILLED`` (:mod:`ups_kedro.run_status`).
+* **Which errors are the user's** is decided in :mod:`ups_kedro.error_report` (shared with
+  the run-status hooks, which tag a failed MLflow run with the same line).
+* **Up-to-date nodes are skipped**: the default runner is :class:`ups_kedro.runner.ReuseRunner`
+  (``--runner SequentialRunner`` runs every node; ``--nodes`` runs exactly the nodes named).
 * **``--pipeline`` without a deprecation warning.**  Kedro deprecates ``--pipeline`` in favour of
   ``--pipelines``; both are accepted here, ``--pipeline`` as a plain alias (comma-separated too).
 """
@@ -28,7 +32,9 @@ import click
 from kedro.framework.cli.project import run as _kedro_run
 from kedro.framework.cli.utils import _split_params
 
-from ups_kedro.errors import UserError
+from ups_kedro.error_report import one_line, user_error
+
+__all__ = ["cli", "one_line", "run", "user_error"]
 
 VERBOSE_ENV = "UPS_VERBOSE"
 logger = logging.getLogger("ups_kedro.cli")
@@ -85,79 +91,6 @@ def _verbose(flag: bool) -> bool:
     return flag or os.environ.get(VERBOSE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and its causes/contexts, outermost first (no cycles)."""
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return seen
-
-
-#: Modules whose explicit ``raise ValueError`` is a validation message (a wrong pipeline name,
-#: a bad configuration file), not a bug.
-_VALIDATING = ("ups_kedro.", "kedro.framework.", "kedro.config.")
-
-
-def _raised_by_us(exc: BaseException) -> bool:
-    """The innermost frame that raised ``exc`` is project (or Kedro configuration) code."""
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    module = tb.tb_frame.f_globals.get("__name__", "")
-    return module.startswith(_VALIDATING)
-
-
-def user_error(exc: BaseException) -> BaseException | None:
-    """The error to report in one line, or ``None`` when ``exc`` is a bug (keep the traceback).
-
-    Ours are :class:`UserError` (anywhere in the cause chain: Kedro wraps dataset errors), the
-    errors of project modules' own classes (e.g. a non-finite loss), and ``ValueError`` /
-    ``FileNotFoundError`` raised by a ``raise`` statement in project code (validation).
-    """
-    from kedro.io import DatasetError
-
-    chain = _chain(exc)
-    for err in chain:
-        if isinstance(err, UserError) or type(err).__module__.startswith("ups_kedro."):
-            return err
-    unknown = _unknown_pipeline(chain)
-    if unknown is not None:
-        return unknown
-    for err in chain:
-        if isinstance(err, (ValueError, FileNotFoundError, DatasetError)) and _raised_by_us(err):
-            return err
-    if isinstance(exc, DatasetError):  # Kedro's own load/save failures (missing file, ...)
-        return exc
-    from ups_kedro.run_status import tracking_error
-
-    return tracking_error(exc)
-
-
-def _unknown_pipeline(chain: list[BaseException]) -> UserError | None:
-    """Kedro imports ``ups_kedro.pipelines.<name>`` for ``--pipeline <name>``: a misspelt name
-    surfaces as an ImportError of that module."""
-    for err in chain:
-        match = re.search(r"importing the 'ups_kedro\.pipelines\.(\w+)' module", str(err))
-        if isinstance(err, ImportError) and match:
-            import pkgutil
-
-            import ups_kedro.pipelines as stages
-
-            names = sorted(m.name for m in pkgutil.iter_modules(stages.__path__) if m.ispkg)
-            return UserError(f"there is no pipeline named {match.group(1)!r}: use one of "
-                             f"{', '.join(names)} (or none for the whole chain)")
-    return None
-
-
-def one_line(err: BaseException) -> str:
-    """The message on one line (Kedro's wrappers put the cause on a new line)."""
-    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
-    return text or type(err).__name__
-
-
 def _run(verbose_errors: bool, pipeline: str | None, pipelines: list[str], **kwargs: Any) -> Any:
     if pipeline and pipelines:
         raise click.UsageError("use either --pipeline or --pipelines, not both")
@@ -165,6 +98,10 @@ def _run(verbose_errors: bool, pipeline: str | None, pipelines: list[str], **kwa
         pipelines = [name.strip() for name in pipeline.split(",") if name.strip()]
     from ups_kedro import run_status
 
+    # Nodes that are up to date are skipped (ups_kedro.runner) unless another runner is asked
+    # for, or nodes are named (`--nodes`: run exactly those).
+    if not kwargs.get("runner") and not kwargs.get("node_names"):
+        kwargs["runner"] = "ups_kedro.runner.ReuseRunner"
     try:
         return _kedro_run.callback(pipeline=None, pipelines=pipelines, **kwargs)
     except KeyboardInterrupt:
@@ -221,17 +158,17 @@ cli.add_command(run)
               help="Runtime parameters as for kedro run (key=value,key2=value2), e.g. to see "
                    "what a change would retrain.")
 def status(env: str | None, pipeline: str, params: dict) -> None:
-    """What `kedro run` would retrain, and why (a dry run: nothing is trained).
+    """What `kedro run` would retrain, and why; which nodes it would skip (nothing is trained).
 
     Force a stage with `kedro run --params <stage>.force=true` (it and everything downstream of
     it retrain).
     """
     from pathlib import Path
 
-    from ups_kedro.pipelines.stage_dry_run import dry_run, format_table
+    from ups_kedro.pipelines.stage_dry_run import dry_run_nodes, format_table
 
     try:
-        verdicts = dry_run(Path.cwd(), env, params or {}, pipeline)
+        verdicts, to_run, skipped = dry_run_nodes(Path.cwd(), env, params or {}, pipeline)
     except Exception as exc:  # noqa: BLE001 - one line for ours, as `kedro run`
         err = user_error(exc)
         if err is None:
@@ -239,3 +176,5 @@ def status(env: str | None, pipeline: str, params: dict) -> None:
         click.secho(f"Error: {one_line(err)}", fg="red", err=True)
         sys.exit(1)
     click.echo(format_table(verdicts))
+    click.echo(f"\nnodes: {len(skipped)} up to date (skipped), {len(to_run)} would run"
+               + (f": {', '.join(to_run)}" if to_run else ""))

@@ -64,10 +64,13 @@ class DataTransactionHooks:
         self._pending: dict[str, set[str]] = {}       # branch → outputs still to be saved
         self._staged: dict[str, list[Deferrable]] = {}  # branch → datasets writing staged copies
         self._checked: set[str] = set()
+        self._nodes: list[Any] = []
+        self._pruned = False
 
     @hook_impl
     def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
         self._pending, self._staged, self._checked = {}, {}, set()
+        self._nodes, self._pruned = list(pipeline.nodes), False
         token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         for node in pipeline.nodes:
             for name in node.outputs:
@@ -81,11 +84,25 @@ class DataTransactionHooks:
 
     @hook_impl
     def before_node_run(self, node: Any, catalog: Any) -> None:
+        if not self._pruned:
+            self._prune_skipped()
         if node.namespace == STAGE:
             return
         for branch in {_branch(name) for name in node.inputs} - {None} - self._checked:
             self._checked.add(branch)
             check_consistent(catalog, branch)
+
+    def _prune_skipped(self) -> None:
+        """A branch commits once its outputs *of this run* are staged: outputs of the nodes the
+        runner skips as up to date (:mod:`ups_kedro.runner`) are not awaited."""
+        from ups_kedro.runner import skipped_outputs
+
+        self._pruned = True
+        skipped = skipped_outputs(self._nodes)
+        for branch in list(self._pending):
+            self._pending[branch] -= skipped
+            if not self._pending[branch]:  # nothing of this branch runs: nothing is staged
+                del self._pending[branch]
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:

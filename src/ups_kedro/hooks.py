@@ -22,17 +22,15 @@ import logging
 import subprocess
 from typing import Any
 
-import mlflow
 from kedro.framework.hooks import hook_impl
-from kedro.io import MemoryDataset
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from ups_kedro import mlflow_views as views
-from ups_kedro.data.arrays import ArrayBundle
+from ups_kedro.launch_env import launched_rank, launched_world_size
 from ups_kedro.paths import project_root, set_project_root
-from ups_kedro.training import distributed
 from ups_kedro.training.seeds import base_seed, base_seed_from, set_base_seed
+
+# MLflow, the run views and torch are imported inside the hooks that use them: settings.py
+# imports this module for every `kedro` command, and `kedro registry list` or `kedro --help`
+# must not pay for them.
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +69,8 @@ class LineageHooks:
     # trylast: kedro-mlflow's own before_pipeline_run must have started the run first.
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        import mlflow
+
         if mlflow.active_run() is None:
             return
         pipelines = run_params.get("pipeline_names") or [
@@ -96,8 +96,9 @@ class MlflowViewHooks:
 
     def __init__(self) -> None:
         self._catalog: Any = None
-        self._record = views.RunRecord()
+        self._record: Any = None  # a views.RunRecord from before_pipeline_run on
         self._stages: list[str] = []
+        self._ran: set[str] = set()  # stages with a node that ran (not skipped as up to date)
         self._run_params: dict[str, Any] = {}
 
     @hook_impl
@@ -109,6 +110,8 @@ class MlflowViewHooks:
             logger.warning("psutil is not installed: no system metrics on the MLflow run "
                            "(pip install -r requirements.txt)")
             return
+        import mlflow
+
         mlflow.enable_system_metrics_logging()
 
     @hook_impl
@@ -117,9 +120,15 @@ class MlflowViewHooks:
 
     @hook_impl(trylast=True)  # after kedro-mlflow started the run and set its tags
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        from ups_kedro import mlflow_views as views
+
         self._record = views.RunRecord()
         self._run_params = run_params
         self._stages = views.order_stages(views.stage_of(n.name) for n in pipeline.nodes)
+        self._ran = set()
         run = mlflow.active_run()
         if run is not None:
             views.tidy_kedro_tags(MlflowClient(), run.info.run_id)
@@ -132,35 +141,63 @@ class MlflowViewHooks:
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data: Any, node: Any) -> None:
-        if mlflow.active_run() is None or not isinstance(data, ArrayBundle):
+        import mlflow
+
+        from ups_kedro import mlflow_views as views
+        from ups_kedro.data.arrays import ArrayBundle
+
+        if (self._record is None or mlflow.active_run() is None
+                or not isinstance(data, ArrayBundle)):
             return
         path = getattr(self._dataset(dataset_name), "_filepath", None)
         views.log_array_input(self._record, views.stage_of(node.name), dataset_name, data,
                               str(path) if path else None)
 
     @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        self._ran.add(node.name.split(".", 1)[0])
+
+    @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:
+        import mlflow
+
+        from ups_kedro import mlflow_views as views
+
         dataset = self._dataset(dataset_name)
         directory = getattr(dataset, "artifact_path", None)  # an MlflowArtifactDataset
         path = getattr(dataset, "_filepath", None)
-        if mlflow.active_run() is not None and directory is not None and path is not None:
+        if (self._record is not None and mlflow.active_run() is not None
+                and directory is not None and path is not None):
             self._record.artifacts.setdefault(views.stage_of(dataset_name), []).append(
                 (str(path), directory))
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow ends the run
     def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        from ups_kedro import mlflow_views as views
+
         run = mlflow.active_run()
-        if run is None:
+        if run is None or self._record is None:
             return
         client = MlflowClient()
         pipeline, env = _pipeline_name(run_params), run_params.get("env") or "local"
+        # A stage skipped as up to date (ups_kedro.runner) gets no stage run of its own: its
+        # stage run is the one of the run it was reused from (tag ups.<stage>.reused_from).
+        ran = [stage for stage in self._stages if stage in self._ran]
         try:
             stage_runs = views.log_stage_runs(client, run.info.run_id, pipeline, env,
-                                              self._stages, self._record)
+                                              ran, self._record)
             data = client.get_run(run.info.run_id).data
             eid = views.stage_experiment_id(client, run.info.experiment_id)
             links = {stage: f"[{cid[:8]}](#/experiments/{eid}/runs/{cid})"  # UI-relative
                      for stage, cid in stage_runs.items()}
+            for stage in self._stages:
+                source = data.tags.get(f"ups.{stage}.reused_from")
+                if stage not in links and source:
+                    links[stage] = f"reused from run {source[:8]}"
             client.set_tag(run.info.run_id, "mlflow.runName", views.run_name(
                 pipeline, env, data.params, self._stages, data.metrics)[:250])
             client.set_tag(run.info.run_id, "mlflow.note.content", views.description(
@@ -175,13 +212,15 @@ class DistributedHooks:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        rank = distributed.launched_rank()
-        if rank is None or distributed.launched_world_size() <= 1:
+        rank = launched_rank()
+        if rank is None or launched_world_size() <= 1:
             return
         if rank == 0:
             logger.info("torchrun rank 0 of %d: tracking and writing outputs",
-                        distributed.launched_world_size())
+                        launched_world_size())
             return
+        from kedro.io import MemoryDataset
+
         outputs = sorted(pipeline.all_outputs())
         for name in outputs:
             catalog[name] = MemoryDataset(copy_mode="assign")
@@ -190,10 +229,14 @@ class DistributedHooks:
 
     @hook_impl(trylast=True)  # after kedro-mlflow has ended its run
     def after_pipeline_run(self) -> None:
-        if distributed.launched_rank() is not None:
+        if launched_rank() is not None:
+            from ups_kedro.training import distributed
+
             distributed.set_exit_status(0)
 
     @hook_impl(trylast=True)
     def on_pipeline_error(self) -> None:
-        if distributed.launched_rank() is not None:
+        if launched_rank() is not None:
+            from ups_kedro.training import distributed
+
             distributed.set_exit_status(1)

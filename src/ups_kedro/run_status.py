@@ -33,11 +33,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import mlflow
 from kedro.framework.hooks import hook_impl
 
-from ups_kedro.errors import UserError
+from ups_kedro.error_report import TrackingUnreachableError, one_line, unreachable, user_error
 from ups_kedro.processes import process_alive, process_start
+
+# mlflow is imported inside the functions: settings.py imports this module for every `kedro`
+# command (`kedro registry list` must not pay for MLflow).
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +53,6 @@ _previous: dict[int, Any] = {}
 _atexit_registered = False
 
 
-class TrackingUnreachableError(UserError):
-    """The MLflow tracking server does not answer."""
-
-
 # ------------------------------------------------------------------------------------------------
 # unreachable tracking server
 # ------------------------------------------------------------------------------------------------
@@ -62,12 +60,6 @@ def limit_http_retries() -> None:
     """MLflow's HTTP retries (default 7, backoff 2: minutes) → 2, backoff 1, unless set."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-
-
-def _unreachable(uri: str, why: object) -> TrackingUnreachableError:
-    return TrackingUnreachableError(
-        f"MLflow tracking server {uri} is unreachable ({why}): start it, or point "
-        "MLFLOW_TRACKING_URI at a reachable server (unset it to use the local mlflow.db)")
 
 
 def check_tracking_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
@@ -85,21 +77,7 @@ def check_tracking_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None
                 "mlflow.db)") from exc
         return  # it answered (behind auth, or a transient server error): reachable
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise _unreachable(uri, getattr(exc, "reason", exc)) from exc
-
-
-def tracking_error(exc: BaseException) -> BaseException | None:
-    """A connection failure to the tracking server anywhere in ``exc``'s chain, as a user error."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    seen = exc
-    while seen is not None:
-        text = str(seen)
-        if uri.startswith("http") and ("Max retries exceeded" in text
-                                       or "Connection refused" in text
-                                       or "API request to endpoint" in text):
-            return _unreachable(uri, text.splitlines()[0][:200] if text else "connection failed")
-        seen = seen.__cause__ or seen.__context__
-    return None
+        raise unreachable(uri, getattr(exc, "reason", exc)) from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,6 +112,8 @@ def _restore_signal_handlers() -> None:
 
 def end_interrupted(reason: str) -> str | None:
     """End the active MLflow run (and its parents) as ``KILLED`` with the reason; its id."""
+    import mlflow
+
     run = mlflow.active_run()
     if run is None:
         return None
@@ -149,6 +129,8 @@ def end_interrupted(reason: str) -> str | None:
 
 def _at_exit() -> None:
     """Fallback for programmatic sessions: runs before MLflow's own exit handler (LIFO)."""
+    import mlflow
+
     if _interrupt is not None and mlflow.active_run() is not None:
         end_interrupted(_interrupt)
 
@@ -158,6 +140,8 @@ def _at_exit() -> None:
 # ------------------------------------------------------------------------------------------------
 def close_orphaned_runs(current_run_id: str) -> list[str]:
     """Close ``RUNNING`` runs of this experiment whose process on this host is gone: ``KILLED``."""
+    import mlflow
+
     client = mlflow.MlflowClient()
     experiment_id = mlflow.get_run(current_run_id).info.experiment_id
     host = socket.gethostname()
@@ -195,6 +179,8 @@ class RunStatusHooks:
     @hook_impl(trylast=True)  # kedro-mlflow has started the run
     def before_pipeline_run(self) -> None:
         global _interrupt, _atexit_registered  # noqa: PLW0603
+        import mlflow
+
         _interrupt = None
         _install_signal_handlers()
         if not _atexit_registered:
@@ -219,9 +205,9 @@ class RunStatusHooks:
     @hook_impl(tryfirst=True)  # the run is still active: kedro-mlflow ends it FAILED after us
     def on_pipeline_error(self, error: Exception) -> None:
         _restore_signal_handlers()
-        if mlflow.active_run() is not None:
-            from ups_kedro.cli import one_line, user_error
+        import mlflow
 
+        if mlflow.active_run() is not None:
             reason = one_line(user_error(error) or error)
             try:
                 mlflow.set_tag(END_REASON, reason[:5000])

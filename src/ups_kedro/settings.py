@@ -15,7 +15,13 @@ Two things here matter beyond Kedro's defaults:
   every other rank (no MLflow run, no params, no artifacts), and ``DistributedHooks`` keeps
   those ranks' catalog outputs in memory.
 * ``StageCacheHooks`` publishes a trained stage's fingerprint and status (re-run only what
-  changed: :mod:`ups_kedro.pipelines.stage_cache`).
+  changed: :mod:`ups_kedro.pipelines.stage_cache`); ``NodeLedgerHooks`` records which nodes are
+  up to date, so that ``kedro run`` (its default runner, :mod:`ups_kedro.runner`) skips them.
+
+Every ``kedro`` command imports this module (``kedro --help``, ``kedro registry list``): the hook
+modules import torch and MLflow only inside their hooks, and the pipelines are built on first
+use (:mod:`ups_kedro.pipeline_registry`), so such commands start without either
+(``tests/test_cli_startup.py``).
 """
 
 from __future__ import annotations
@@ -24,14 +30,15 @@ from kedro.config import OmegaConfigLoader
 
 from ups_kedro.data_integrity import DataTransactionHooks
 from ups_kedro.hooks import DistributedHooks, LineageHooks, MlflowViewHooks
-from ups_kedro.pipelines.stage_cache import StageCacheHooks
+from ups_kedro.launch_env import launched_rank
 from ups_kedro.paths import mlflow_artifact_root, mlflow_tracking_uri, project_root
+from ups_kedro.pipelines.stage_cache import StageCacheHooks
 from ups_kedro.run_status import RunStatusHooks, limit_http_retries
-from ups_kedro.training.distributed import launched_rank
+from ups_kedro.runner import NodeLedgerHooks
 
 limit_http_retries()  # before kedro-mlflow's first request to an HTTP tracking server
 HOOKS = (LineageHooks(), MlflowViewHooks(), DistributedHooks(), RunStatusHooks(),
-         DataTransactionHooks(), StageCacheHooks())
+         DataTransactionHooks(), StageCacheHooks(), NodeLedgerHooks())
 
 # The plugin's module name (underscore): the hyphenated distribution name silently does nothing.
 DISABLE_HOOKS_FOR_PLUGINS: tuple[str, ...] = (

@@ -1,9 +1,10 @@
 """Re-run only what changed (issue 13), in real Kedro sessions on one smoke chain.
 
-One project copy serves the module: the whole default pipeline is run, run again (every stage
-reused), then run with one Stage 2 parameter changed (Stage 2, Stage 3 and evaluation rerun,
-nothing upstream); then a killed stage resumes through its status file and a hand-edited
-status file retrains.
+One project copy serves the module: the whole default pipeline is run, run again (every node
+up to date: nothing runs, every stage says it is reused), then run with one Stage 2 parameter
+changed (Stage 2, Stage 3 and evaluation rerun, nothing upstream); then a killed stage resumes
+through its status file and a hand-edited status file retrains.  Every run uses the runner
+``kedro run`` uses (:class:`ups_kedro.runner.ReuseRunner`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import project_copy, run_kedro
+from tests.conftest import project_copy
 from ups_kedro.pipelines.stage_dry_run import dry_run, format_table
+from ups_kedro.runner import ReuseRunner
 from ups_kedro.training import stage_status as st
 
 pytestmark = pytest.mark.integration
@@ -42,16 +44,33 @@ class _Lines(logging.Handler):
 
 
 def _run(root: Path, params: dict, pipeline: str = "__default__") -> tuple[list[str], float]:
-    """(stage_cache log lines, wall seconds) of one ``kedro run``."""
+    """(stage_cache and runner log lines, wall seconds) of one ``kedro run``."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
     handler = _Lines()
-    log = logging.getLogger("ups_kedro.pipelines.stage_cache")
-    log.addHandler(handler)
+    logs = [logging.getLogger(name) for name in ("ups_kedro.pipelines.stage_cache",
+                                                 "ups_kedro.runner")]
+    for log in logs:
+        log.addHandler(handler)
     try:
         started = time.perf_counter()
-        run_kedro(root, pipeline, params=params)
+        bootstrap_project(root)
+        with KedroSession.create(project_path=root, env="smoke", runtime_params=params) as session:
+            session.run(pipeline_names=[pipeline], runner=ReuseRunner())
         return handler.lines, time.perf_counter() - started
     finally:
-        log.removeHandler(handler)
+        for log in logs:
+            log.removeHandler(handler)
+
+
+def _skipped(lines: list[str]) -> tuple[int, int]:
+    """(skipped, total) nodes from the runner's summary line ((0, 0) when nothing was skipped)."""
+    for line in lines:
+        if line.startswith("Re-run only what changed: "):
+            skipped, _, total = line.split(": ", 1)[1].split()[:3]
+            return int(skipped), int(total)
+    return 0, 0
 
 
 def _last_run() -> mlflow.entities.Run:
@@ -95,12 +114,17 @@ def test_second_run_trains_nothing_and_records_the_source_runs(chain: dict) -> N
         status = st.read_status(_state_dir(root, stage))
         assert status.state == st.FINISHED and status.run_id == source
     assert not any(": training (" in m for m in chain["second_lines"])
+    skipped, total = _skipped(chain["second_lines"])
+    assert skipped == total > 20, chain["second_lines"][:3]  # no node ran at all
     run = chain["second_run"]
     for stage in TRAINED:
         assert run.data.tags[f"ups.{stage}.reused_from"] == source
-    # The reused stages' final metrics are on the new run; evaluation ran again.
+    assert run.data.tags["ups.evaluation.reused_from"] == source
+    # The reused stages' final metrics, and the evaluation's, are on the new run.
     assert "operator/best_val_loss" in run.data.metrics and "operator/val_loss" in run.data.metrics
-    assert any(k.startswith("evaluation/") for k in run.data.metrics)
+    first = chain["first_run"].data.metrics
+    scores = {k: v for k, v in first.items() if k.startswith("evaluation/")}
+    assert scores and all(run.data.metrics[k] == v for k, v in scores.items())
     assert chain["second"] < chain["first"]
 
 
@@ -112,9 +136,27 @@ def test_kedro_status_lists_every_stage_without_training(chain: dict) -> None:
     before = {stage: _jsonl(chain["root"], stage) for stage in TRAINED}
     result = CliRunner().invoke(cli, ["status", "--env", "smoke"])
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if "up to date" in line]
+    rows = [line for line in result.output.splitlines()
+            if "up to date" in line and not line.startswith("nodes: ")]
     assert {row.split()[0] for row in rows} == set(TRAINED), result.output
+    nodes = [line for line in result.output.splitlines() if line.startswith("nodes: ")]
+    assert nodes and nodes[0].endswith(", 0 would run"), result.output
     assert {stage: _jsonl(chain["root"], stage) for stage in TRAINED} == before
+
+
+def test_a_removed_output_is_remade_by_its_node_alone(chain: dict) -> None:
+    root = chain["root"]
+    report = root / "data/smoke/08_reporting/evaluation_report.html"
+    before = {stage: _jsonl(root, stage) for stage in TRAINED}
+    report.unlink()
+    lines, _ = _run(root, SAME)
+    assert report.is_file()
+    said = [m for m in lines if m.startswith("evaluation.render_report: runs (")]
+    assert said and "output evaluation.report was changed or removed" in said[0], lines
+    assert not [m for m in lines if ": runs (" in m and not m.startswith("evaluation.render")]
+    skipped, total = _skipped(lines)
+    assert skipped == total - 1
+    assert {stage: _jsonl(root, stage) for stage in TRAINED} == before
 
 
 def test_jsonl_has_one_whole_line_per_epoch(chain: dict) -> None:

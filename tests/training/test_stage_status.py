@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ups_kedro.pipelines.stage_cache import append_jsonl
+from ups_kedro.training.stage_status import append_jsonl
 from ups_kedro.training import stage_status as st
 from ups_kedro.training.lock import StageLock
 

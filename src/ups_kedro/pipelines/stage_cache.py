@@ -29,7 +29,6 @@ same fingerprint (``force``): everything downstream retrains too.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -41,6 +40,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from ups_kedro.launch_env import launched_rank
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.tracking import active_run_id, log_artifact, log_metrics, set_tags
 from ups_kedro.training import stage_status as st
@@ -66,15 +66,7 @@ class DryRunVerdict(Exception):  # noqa: N818 - a control-flow signal, not an er
         self.verdict = verdict
 
 
-@dataclass
-class _Pending:
-    state_dir: Path
-    status: st.StageStatus
-
-
-_pending: dict[str, _Pending] = {}   # stage → a training whose checkpoint is not saved yet
 _dry_run = False
-_log_dir: Path | None = None         # <data_dir>/08_reporting/logs (set by the hooks)
 
 
 def set_dry_run(on: bool) -> None:
@@ -82,14 +74,8 @@ def set_dry_run(on: bool) -> None:
     _dry_run = on
 
 
-def log_dir() -> Path | None:
-    return _log_dir
-
-
 def _rank0() -> bool:
     """Under torchrun only rank 0 writes the status (the other ranks hold no lock either)."""
-    from ups_kedro.training.distributed import launched_rank
-
     return (launched_rank() or 0) == 0
 
 
@@ -116,6 +102,7 @@ def reuse(stage: str, cfg: Any, state_dir: Path, inputs: Mapping[str, Any],
     verdict, ckpt, status = _decide(stage, fp, parts, Path(state_dir), force)
     if _dry_run:
         raise DryRunVerdict(verdict)
+    st.note_checked(stage, Path(state_dir))
     if ckpt is not None:
         _announce_reuse(stage, fp, status, ckpt)
         return ckpt
@@ -174,14 +161,30 @@ def _published(status: st.StageStatus, fp: str) -> tuple[dict | None, str]:
     return ckpt, ""
 
 
+def announce_skipped(stage: str, state_dir: Path) -> bool:
+    """Say and record that ``stage`` is up to date when its node was not even run.
+
+    The node ledger (:mod:`ups_kedro.runner`) skipped the node because nothing it reads
+    changed; the stage's status file still tells which run trained it.  Same log line, tags
+    and metrics as a reuse decided inside the node; ``False`` when the status is unusable (the
+    caller then only says that the node was skipped).
+    """
+    try:
+        status = st.read_status(Path(state_dir))
+    except st.StatusFileError:
+        return False
+    if status is None or status.state != st.FINISHED:
+        return False
+    _announce_reuse(stage, status.fingerprint, status, {})
+    return True
+
+
 def _announce_reuse(stage: str, fp: str, status: st.StageStatus | None, ckpt: dict) -> None:
     source = status.run_id if status else None
     logger.info("%s: up to date (fingerprint %s, trained in run %s) — reused", stage, short(fp),
                 source)
     set_tags({f"ups.{stage}.reused_from": str(source), f"ups.{stage}.fingerprint": fp})
-    final = {**(status.final_metrics if status else {}),
-             **{k: v for k, v in (ckpt.get("metrics") or {}).items()
-                if isinstance(v, (int, float))}}
+    final = {**(status.final_metrics if status else {}), **_scalars(ckpt.get("metrics") or {})}
     log_metrics(stage, final, step=status.epochs_done if status else None)
 
 
@@ -197,55 +200,7 @@ def _begin(stage: str, fp: str, parts: dict, state_dir: Path,
         checkpoint_id=(resumed.checkpoint_id if resumed and resumed.checkpoint_id
                        else uuid.uuid4().hex[:16]))
     st.write_status(state_dir, status)
-    _pending[stage] = _Pending(state_dir, status)
-
-
-# --------------------------------------------------------------------------------------------
-# per-epoch progress (called by tracking.EpochLogger)
-
-
-def epoch_done(stage: str, epoch: int, metrics: Mapping[str, float], wall: str) -> None:
-    """Record the epoch in the status file and append its line to the stage's JSONL log."""
-    pending = _pending.get(stage)
-    if pending is None:
-        return
-    status = pending.status
-    status.epochs_done = max(status.epochs_done, epoch)
-    status.final_metrics = {k: float(v) for k, v in metrics.items()}
-    st.write_status(pending.state_dir, status)
-    path = jsonl_path(stage)
-    if path is not None:
-        append_jsonl(path, {"stage": stage, "training_id": status.checkpoint_id,
-                            "run_id": status.run_id, "fingerprint": status.fingerprint,
-                            "epoch": epoch, "wall_time": wall, **metrics})
-
-
-def jsonl_path(stage: str) -> Path | None:
-    return None if _log_dir is None else _log_dir / f"{stage.replace('/', '.')}.jsonl"
-
-
-def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one whole line and fsync it: a killed run leaves complete lines only.
-
-    A line already there for the same training and epoch (a resume replays its epochs) is not
-    written twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = (record.get("training_id"), record.get("epoch"))
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                old = json.loads(line)
-            except ValueError:
-                continue
-            if (old.get("training_id"), old.get("epoch")) == key:
-                return
-    line = json.dumps(dict(record), sort_keys=False, default=float, allow_nan=True) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())  # one write of a whole line (O_APPEND)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    st.begin_pending(stage, state_dir, status)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,10 +215,8 @@ class StageCacheHooks:
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        global _log_dir  # noqa: PLW0603 - one project per process
         data_dir = context.config_loader["globals"].get("data_dir", "data")
-        _log_dir = Path(context.project_path) / data_dir / "08_reporting" / "logs"
-        _pending.clear()
+        st.set_log_dir(Path(context.project_path) / data_dir / "08_reporting" / "logs")
 
     @hook_impl
     def after_catalog_created(self, catalog: Any) -> None:
@@ -271,7 +224,7 @@ class StageCacheHooks:
 
     @hook_impl
     def before_dataset_saved(self, dataset_name: str, data: Any) -> None:
-        pending = _pending.get(_stage_of(data))
+        pending = st.pending(_stage_of(data))
         if pending is not None:
             data["lineage"]["stage_fingerprint"] = pending.status.fingerprint
             data["lineage"]["training_id"] = pending.status.checkpoint_id
@@ -279,7 +232,7 @@ class StageCacheHooks:
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
         stage = _stage_of(data)
-        pending = _pending.pop(stage, None)
+        pending = st.pop_pending(stage)
         if pending is None:
             return
         status = pending.status
@@ -292,17 +245,25 @@ class StageCacheHooks:
         status.finished = st.now()
         status.checkpoint = _relative(Path(path)) if path else None
         status.epochs_done = int((data.get("metrics") or {}).get("epochs_run", status.epochs_done))
+        # The checkpoint's own summary (best_val_loss, ...) too: a stage skipped without loading
+        # its checkpoint (ups_kedro.runner) reports it from here.
+        status.final_metrics = {**status.final_metrics, **_scalars(data.get("metrics") or {})}
         st.write_status(pending.state_dir, status)
         _log_jsonl_artifact(stage)
 
     @hook_impl
     def on_node_error(self) -> None:
-        for stage, pending in list(_pending.items()):
+        for stage, pending in st.all_pending().items():
             pending.status.state = st.FAILED
             pending.status.finished = st.now()
             st.write_status(pending.state_dir, pending.status)
             _log_jsonl_artifact(stage)
-            del _pending[stage]
+            st.pop_pending(stage)
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _relative(path: Path) -> str:
@@ -322,6 +283,6 @@ def _stage_of(data: Any) -> str | None:
 
 
 def _log_jsonl_artifact(stage: str) -> None:
-    path = jsonl_path(stage)
+    path = st.jsonl_path(stage)
     if path is not None and path.is_file():
         log_artifact(path, "logs")

@@ -4,6 +4,9 @@ Every training node of the pipeline is called with its real inputs (loaded from 
 in dry-run mode: it stops at :func:`ups_kedro.pipelines.stage_cache.reuse`, which reports
 its verdict instead of training.  A stage downstream of one that retrains retrains too (its
 inputs will change); a stage whose inputs do not exist yet will train.
+
+:func:`dry_run_nodes` also gives the node plan of :mod:`ups_kedro.runner`: which nodes
+``kedro run`` would skip as up to date and which it would run.
 """
 
 from __future__ import annotations
@@ -23,15 +26,24 @@ TRAINING_NODES = ("train_autoencoder", "train_operator", "train_diff_residual",
 def dry_run(project: Path, env: str | None, params: Mapping[str, Any] | None = None,
             pipeline: str = "__default__") -> list[Verdict]:
     """The verdict of every training node of ``pipeline``, in run order."""
+    return dry_run_nodes(project, env, params, pipeline)[0]
+
+
+def dry_run_nodes(project: Path, env: str | None, params: Mapping[str, Any] | None = None,
+                  pipeline: str = "__default__") -> tuple[list[Verdict], list[str], list[str]]:
+    """(:func:`dry_run`'s verdicts, nodes ``kedro run`` would run, nodes it would skip)."""
     from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
+
+    from ups_kedro.runner import plan
 
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env,
                              runtime_params=dict(params or {})) as session:
         catalog = session.load_context().catalog
         pipe = pipelines[pipeline]
+        to_run, skipped = plan(pipe, catalog)
         training = [n for n in pipe.nodes if n.name.rsplit(".", 1)[-1] in TRAINING_NODES]
         retrains: set[str] = set()
         out: list[Verdict] = []
@@ -44,7 +56,7 @@ def dry_run(project: Path, env: str | None, params: Mapping[str, Any] | None = N
                 out.append(verdict)
         finally:
             stage_cache.set_dry_run(False)
-    return out
+    return out, [n.name for n in to_run], [n.name for n, _ in skipped]
 
 
 def _verdict(node: Any, pipe: Any, catalog: Any, retrains: set[str]) -> Verdict:

@@ -14,15 +14,19 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import mlflow
+from ups_kedro.launch_env import launched_rank
+from ups_kedro.training import stage_status
 
-from ups_kedro.training.distributed import launched_rank
+# mlflow is imported by the functions that log: the stage-cache hooks import this module at
+# start-up of every `kedro` command.
 
 logger = logging.getLogger(__name__)
 
 
 def _tracking() -> bool:
     """An active run exists and this process may log to it (not a torchrun rank ≠ 0)."""
+    import mlflow
+
     return (launched_rank() or 0) == 0 and mlflow.active_run() is not None
 
 
@@ -33,6 +37,8 @@ def log_metrics(stage: str, metrics: Mapping[str, float], step: int | None = Non
     clean = {f"{stage}/{k}": float(v) for k, v in metrics.items()
              if isinstance(v, (int, float)) and math.isfinite(float(v))}
     if clean:
+        import mlflow
+
         mlflow.log_metrics(clean, step=step)
 
 
@@ -47,7 +53,7 @@ class EpochLogger:
     ``ups.<stage>.<key>``.  ``run_id``: the MLflow run, recorded in the stage's lock file.
 
     Each epoch also goes to the stage's status file and one line of its JSONL log
-    (``<data_dir>/08_reporting/logs/<stage>.jsonl``, :mod:`ups_kedro.pipelines.stage_cache`):
+    (``<data_dir>/08_reporting/logs/<stage>.jsonl``, :mod:`ups_kedro.training.stage_status`):
     losses and components, val loss, lr, pre-clip gradient norm, health flags, samples/s,
     epoch seconds and the wall-clock time.
     """
@@ -71,10 +77,8 @@ class EpochLogger:
                           ("loss", "val_loss", "lr", "grad_norm", "epoch_time_sec") if k in metrics)
         logger.info("%s epoch %d: %s", self.stage, epoch, shown)
         if (launched_rank() or 0) == 0:
-            from ups_kedro.pipelines import stage_cache  # it imports this module
-
-            stage_cache.epoch_done(self.stage, epoch, metrics,
-                                   time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            stage_status.epoch_done(self.stage, epoch, metrics,
+                                    time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         set_tags({f"ups.{self.stage}.{k}": str(v) for k, v in tags.items()})
@@ -102,12 +106,16 @@ def epoch_logger(stage: str) -> EpochLogger:
 def set_tags(tags: Mapping[str, str]) -> None:
     """Set lineage tags on the active run, if any."""
     if _tracking():
+        import mlflow
+
         mlflow.set_tags(dict(tags))
 
 
 def active_run_id() -> str | None:
     if (launched_rank() or 0) != 0:
         return None
+    import mlflow
+
     run = mlflow.active_run()
     return run.info.run_id if run else None
 
@@ -115,4 +123,35 @@ def active_run_id() -> str | None:
 def log_artifact(path: Path, directory: str) -> None:
     """Copy a local file to the active run's ``directory``, if any."""
     if _tracking():
+        import mlflow
+
         mlflow.log_artifact(str(path), directory)
+
+
+def copy_stage_metrics(sources: Mapping[str, str]) -> None:
+    """Copy each stage's latest ``<stage>/…`` metrics from the run its reused outputs come from
+    (``{stage: run id}``) to the active run, if any (step 0: the values are not a history)."""
+    if not _tracking() or not sources:
+        return
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    target = mlflow.active_run().info.run_id
+    latest: dict[str, dict[str, float]] = {}
+    now = int(time.time() * 1000)
+    copied: list[Metric] = []
+    for stage, source in sources.items():
+        if source == target:
+            continue
+        try:
+            if source not in latest:
+                latest[source] = client.get_run(source).data.metrics
+        except MlflowException as err:  # the source run was deleted: nothing to copy
+            logger.warning("%s: metrics of run %s not copied (%s)", stage, source, err)
+            latest[source] = {}
+        copied += [Metric(key, value, now, 0) for key, value in latest[source].items()
+                   if key.startswith(f"{stage}/")]
+    for i in range(0, len(copied), 1000):  # MLflow's batch limit
+        client.log_batch(target, metrics=copied[i:i + 1000])

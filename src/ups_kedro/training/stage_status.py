@@ -263,3 +263,107 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
             out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
         return out
     return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+# --------------------------------------------------------------------------------------------
+# trainings in progress: their status and per-epoch JSONL log
+#
+# The node that starts a training registers it here (pipelines.stage_cache); the training
+# engine's epoch callback (pipelines.tracking) records each epoch here; the hooks publish or
+# fail it.  Both callers import this module and not each other.
+
+
+@dataclass
+class Pending:
+    """A training of this process whose checkpoint is not saved yet."""
+
+    state_dir: Path
+    status: StageStatus
+
+
+_pending: dict[str, Pending] = {}   # stage → its training in progress
+_log_dir: Path | None = None         # <data_dir>/08_reporting/logs (set by the hooks)
+_checked: list[tuple[str, Path]] = []  # (stage, state_dir) of every reuse check, in order
+
+
+def set_log_dir(path: Path | None) -> None:
+    """Where the JSONL logs go (one project per process); forgets trainings in progress."""
+    global _log_dir  # noqa: PLW0603 - one project per process
+    _log_dir = path
+    _pending.clear()
+    _checked.clear()
+
+
+def note_checked(stage: str, state_dir: Path) -> None:
+    """A node checked ``stage`` (its state in ``state_dir``): the node ledger links them."""
+    _checked.append((stage, Path(state_dir)))
+
+
+def checked() -> list[tuple[str, Path]]:
+    """Every ``(stage, state_dir)`` checked in this process so far, in order."""
+    return list(_checked)
+
+
+def log_dir() -> Path | None:
+    return _log_dir
+
+
+def begin_pending(stage: str, state_dir: Path, status: StageStatus) -> None:
+    _pending[stage] = Pending(Path(state_dir), status)
+
+
+def pending(stage: str | None) -> Pending | None:
+    return _pending.get(stage) if stage is not None else None
+
+
+def pop_pending(stage: str | None) -> Pending | None:
+    return _pending.pop(stage, None) if stage is not None else None
+
+
+def all_pending() -> dict[str, Pending]:
+    """A copy: the caller may pop while iterating."""
+    return dict(_pending)
+
+
+def epoch_done(stage: str, epoch: int, metrics: Mapping[str, float], wall: str) -> None:
+    """Record the epoch in the status file and append its line to the stage's JSONL log."""
+    entry = _pending.get(stage)
+    if entry is None:
+        return
+    status = entry.status
+    status.epochs_done = max(status.epochs_done, epoch)
+    status.final_metrics = {k: float(v) for k, v in metrics.items()}
+    write_status(entry.state_dir, status)
+    path = jsonl_path(stage)
+    if path is not None:
+        append_jsonl(path, {"stage": stage, "training_id": status.checkpoint_id,
+                            "run_id": status.run_id, "fingerprint": status.fingerprint,
+                            "epoch": epoch, "wall_time": wall, **metrics})
+
+
+def jsonl_path(stage: str) -> Path | None:
+    return None if _log_dir is None else _log_dir / f"{stage.replace('/', '.')}.jsonl"
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one whole line and fsync it: a killed run leaves complete lines only.
+
+    A line already there for the same training and epoch (a resume replays its epochs) is not
+    written twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = (record.get("training_id"), record.get("epoch"))
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                old = json.loads(line)
+            except ValueError:
+                continue
+            if (old.get("training_id"), old.get("epoch")) == key:
+                return
+    line = json.dumps(dict(record), sort_keys=False, default=float, allow_nan=True) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())  # one write of a whole line (O_APPEND)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
