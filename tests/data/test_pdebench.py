@@ -171,7 +171,7 @@ def test_unsorted_duplicate_and_negative_indices_keep_order(tmp_path: Path) -> N
 def test_reads_split_into_blocks_still_correct(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "b.hdf5"
     data = _make_tensor(path, n=10)
-    monkeypatch.setattr(pdebench, "_MAX_BLOCK_BYTES", 21 * 16 * 4 * 3)  # 3 samples per read
+    monkeypatch.setattr(pdebench.reader, "_MAX_BLOCK_BYTES", 21 * 16 * 4 * 3)  # 3 samples per read
     with open_pdebench(path) as reader:
         np.testing.assert_array_equal(reader.read(slice(None))[..., 0], data)
         order = [9, 0, 1, 2, 3, 4]
@@ -437,7 +437,7 @@ class _FailingArray:
 
 
 def test_atomic_write_nan_mid_way_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(pdebench, "_MAX_BLOCK_BYTES", 4 * 8 * 4)  # one sample per block
+    monkeypatch.setattr(pdebench.writers, "_MAX_BLOCK_BYTES", 4 * 8 * 4)  # one sample per block
     path = tmp_path / "b.hdf5"
     data = _rand(5, 4, 8)
     data[3, 1, 2] = np.nan  # samples 0..2 are written before this is found
@@ -449,7 +449,7 @@ def test_atomic_write_nan_mid_way_leaves_nothing(tmp_path: Path, monkeypatch) ->
 
 @pytest.mark.parametrize("layout", ["tensor", "group"])
 def test_atomic_write_failing_array_keeps_old_file(tmp_path: Path, monkeypatch, layout) -> None:
-    monkeypatch.setattr(pdebench, "_MAX_BLOCK_BYTES", 4 * 8 * 4)
+    monkeypatch.setattr(pdebench.writers, "_MAX_BLOCK_BYTES", 4 * 8 * 4)
     path = tmp_path / "b.h5"
     path.write_bytes(b"previous good file")
     if layout == "tensor":
