@@ -16,6 +16,11 @@ https://github.com/pdebench/PDEBench; its data-download page lists the files):
 ``darcy``
     Steady Darcy flow: ``tensor`` ``[N, 1, X, Y]`` (solution), ``nu`` ``[N, X, Y]``
     (coefficient), ``x-coordinate``, ``y-coordinate``, attr ``beta``.
+``ns_incom``
+    2D incompressible Navier-Stokes (``ns_incom_inhom_2d_512-*.h5``): ``velocity``
+    ``[N, T, X, Y, 2]``, optional ``particles`` ``[N, T, X, Y, 1]`` (a passive tracer),
+    ``force`` ``[N, X, Y, 2]`` (not a channel), ``t`` ``[N, T]``; no space coordinates (the
+    unit square's cell centres are used).  Channels ``Vx``, ``Vy`` (and ``particles``).
 
 Real files are ~8 GB, so the reader never loads a whole dataset: it reads contiguous runs
 of samples with strided h5py hyperslabs. The writers are atomic (temp file + ``os.replace``)
@@ -30,6 +35,7 @@ from __future__ import annotations
 from ups_kedro.data.pdebench.common import (
     LAYOUTS,
     MULTIFIELD_ORDER,
+    NS_INCOM_CHANNELS,
     PDEBenchFileNotFoundError,
     PDEBenchFormatError,
     check_finite,
@@ -46,6 +52,7 @@ from ups_kedro.data.pdebench.writers import (
 __all__ = [
     "LAYOUTS",
     "MULTIFIELD_ORDER",
+    "NS_INCOM_CHANNELS",
     "PDEBenchFileNotFoundError",
     "PDEBenchFormatError",
     "PDEBenchReader",

@@ -11,9 +11,11 @@ import numpy as np
 from ups_kedro.errors import UserError
 
 #: Layout names accepted by :func:`open_pdebench` (plus ``"auto"``).
-LAYOUTS: tuple[str, ...] = ("tensor", "multifield", "group", "darcy")
+LAYOUTS: tuple[str, ...] = ("tensor", "multifield", "group", "darcy", "ns_incom")
 #: Field datasets of the compressible-NS layout, in PDEBench's channel order.
 MULTIFIELD_ORDER: tuple[str, ...] = ("density", "pressure", "Vx", "Vy", "Vz")
+#: Channels of the 2D incompressible-NS layout: ``velocity``'s two components, then ``particles``.
+NS_INCOM_CHANNELS: tuple[str, ...] = ("Vx", "Vy", "particles")
 
 _X_KEY, _Y_KEY, _T_KEY = "x-coordinate", "y-coordinate", "t-coordinate"
 _COORD_KEYS = (_X_KEY, _Y_KEY, "z-coordinate", _T_KEY)
@@ -98,6 +100,8 @@ def detect_layout(handle: h5py.File) -> str | None:
         return "darcy" if "nu" in keys else "tensor"
     if any(name in keys for name in MULTIFIELD_ORDER):
         return "multifield"
+    if "velocity" in keys:
+        return "ns_incom"
     if keys:
         # Group files have thousands of groups; looking at the first one is enough to tell.
         first = handle[_sorted_keys(keys)[0]]

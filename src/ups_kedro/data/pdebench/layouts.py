@@ -19,6 +19,7 @@ from ups_kedro.data.pdebench.common import (
     _X_KEY,
     _Y_KEY,
     MULTIFIELD_ORDER,
+    NS_INCOM_CHANNELS,
     PDEBenchFormatError,
     _fmt_keys,
     _plain,
@@ -154,6 +155,37 @@ class _LayoutInspector:
         self._t = self._read_coord("grid/t", [self._n_frames, self._n_frames + 1], first)[
             : self._n_frames
         ]
+
+    def _inspect_ns_incom(self) -> None:
+        """velocity [N, T, X, Y, 2] (+ particles [..., 1]); channel c reads component c."""
+        vel = self._dataset("velocity")
+        self._check_rank(vel, 5, 5, "'velocity' [N, T, X, Y, 2]")
+        if vel.shape[-1] != 2:
+            raise PDEBenchFormatError(
+                f"file {self._path}: dataset 'velocity' has shape {vel.shape}; layout "
+                "'ns_incom' expects 2 velocity components on the last axis")
+        sources = [(vel, 0), (vel, 1)]
+        if "particles" in self._file:
+            part = self._dataset("particles")
+            if tuple(part.shape) != (*vel.shape[:-1], 1):
+                raise PDEBenchFormatError(
+                    f"file {self._path}: dataset 'particles' has shape {part.shape}, expected "
+                    f"{(*vel.shape[:-1], 1)} to match 'velocity' (the file is inconsistent)")
+            sources.append((part, 0))
+        self._datasets = [d for d, _ in sources]
+        self._components = [c for _, c in sources]
+        self._all_channels = list(NS_INCOM_CHANNELS[: len(sources)])
+        self._n, self._n_frames = int(vel.shape[0]), int(vel.shape[1])
+        self._spatial = tuple(int(s) for s in vel.shape[2:4])
+        # No space coordinates in these files: PDEBench's domain is the unit square.
+        self._x = (np.arange(self._spatial[0]) + 0.5) / self._spatial[0]
+        self._y = (np.arange(self._spatial[1]) + 0.5) / self._spatial[1]
+        t = self._dataset("t")
+        if t.ndim not in (1, 2) or t.shape[-1] != self._n_frames:
+            raise PDEBenchFormatError(
+                f"file {self._path}: dataset 't' has shape {t.shape}; layout 'ns_incom' "
+                f"expects [N, T] or [T] with T = {self._n_frames} frames")
+        self._t = np.asarray(t[0] if t.ndim == 2 else t[()], dtype=np.float64)
 
     def _inspect_darcy(self) -> None:
         sol = self._dataset("tensor")

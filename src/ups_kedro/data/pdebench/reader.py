@@ -250,9 +250,14 @@ class PDEBenchReader(_LayoutInspector):
             self._read_groups(idx, tsel, ssel, out)
         else:
             per_sample = n_t * int(np.prod(sshape)) * 4
+            # ns_incom: channel c is component c of a dataset with a trailing component axis
+            comps = getattr(self, "_components", None) if self._layout == "ns_incom" else None
             for start, stop, dest, src in self._runs(idx, per_sample):
                 for c_out, c in enumerate(chans):
-                    block = self._datasets[c][(slice(start, stop), tsel, *ssel)]
+                    sel = (slice(start, stop), tsel, *ssel)
+                    if comps is not None:
+                        sel = (*sel, comps[c])
+                    block = self._datasets[c][sel]
                     out[dest, ..., c_out] = block[src]
         return check_finite(out, f"{self._where()}, read", sample_ids=idx)
 
