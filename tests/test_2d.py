@@ -67,7 +67,7 @@ def _use_file(project: Path, path: Path, fields: list[str], initial_step: int = 
 def test_pdebench_2d_incompressible_ns_file_runs_through_the_chain(project: Path) -> None:
     """PDEBench's 2D incompressible-NS layout (velocity [N, T, X, Y, 2], particles, force, t),
     written by h5py as PDEBench writes it, through data → every stage → evaluation."""
-    n, frames, side = 12, 9, 16
+    n, frames, side = 12, 9, 32  # smoke2d: 32² / patch 8 = the 4×4 token grid
     w = _vorticity(n, frames, side)
     path = project / "ns_incom_inhom_2d_512-0.h5"
     with h5py.File(path, "w") as f:
@@ -91,20 +91,20 @@ def test_pdebench_2d_incompressible_ns_file_runs_through_the_chain(project: Path
 def test_pdebench_2d_cfd_file_is_prepared_and_encoded(project: Path) -> None:
     """PDEBench's 2D compressible-NS layout (density, pressure, Vx, Vy [N, T, X, Y]), three of
     its fields, through data_processing and the (multi-channel) autoencoder."""
-    w = _vorticity(12, 9, 16)
+    w = _vorticity(12, 9, 32)
     path = project / "2D_CFD_Rand_M0.1_Eta0.1_Zeta0.1_periodic_Train.hdf5"
-    x = cell_centres(16)
+    x = cell_centres(32)
     t = np.linspace(0.0, 2.0, 9)
     write_multifield_file(path, {"density": 1.0 + 0.1 * w, "pressure": 2.0 + 0.05 * w ** 2,
                                  "Vx": np.roll(w, 3, axis=-1), "Vy": -np.roll(w, 2, axis=-2)},
                           x=x, y=x, t=np.append(t, t[-1] + t[1]), attrs={"eta": 0.1, "M": 0.1})
     with open_pdebench(path) as reader:
-        assert reader.layout == "multifield" and reader.spatial_shape == (16, 16)
+        assert reader.layout == "multifield" and reader.spatial_shape == (32, 32)
     _use_file(project, path, ["density", "Vx", "Vy"])
     run_kedro(project, "data_processing", env="smoke2d")
     run_kedro(project, "autoencoder", env="smoke2d")
     data = project / "data" / "smoke2d"
     fields = np.load(data / "03_primary" / "fields_train" / "data.npy", mmap_mode="r")
-    assert fields.shape[1:] == (9, 16, 16, 3)
+    assert fields.shape[1:] == (9, 32, 32, 3)
     latents = np.load(data / "05_model_input" / "latents_train" / "data.npy", mmap_mode="r")
     assert latents.shape[:2] == (fields.shape[0], 9) and np.isfinite(latents).all()

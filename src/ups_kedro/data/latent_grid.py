@@ -99,5 +99,5 @@ def check_latent_grid(grid: tuple[int, ...], autoencoder: Mapping[str, Any] | No
     if problem:
         raise ConfigError(
             f"{cause} gives {len(grid)}D fields of {'×'.join(map(str, grid))} points, which the "
-            f"autoencoder cannot encode: {problem}. Nothing was generated. (For the built-in 2D "
-            "data, `kedro run --env vorticity2d` is a consistent preset.)")
+            f"autoencoder cannot encode: {problem}. Nothing was generated or prepared. (For the "
+            "built-in 2D data, `kedro run --env vorticity2d` is a consistent preset.)")
