@@ -43,6 +43,10 @@ def test_smoke2d_chain_runs_every_stage_and_scores_the_solver(project: Path) -> 
     # The 2D solver reference re-solves the stored problem on its own grid: round-off only.
     assert table["solver"]["nrmse"] < 1e-4
     assert table["solver"]["ms_per_trajectory"] > 0 and table["operator"]["ms_per_trajectory"] > 0
+    # inference from the generated 2D file writes a 2D PDEBench-layout trajectory
+    run_kedro(project, "inference", env="smoke2d", params={"inference": {"source": "checkpoints"}})
+    with open_pdebench(data / "07_model_output" / "inference_trajectory.h5") as reader:
+        assert reader.spatial_shape == (32, 32) and reader.n_samples == 2 and reader.n_frames == 5
 
 
 def _vorticity(n: int, frames: int, side: int, t_final: float = 2.0) -> np.ndarray:
