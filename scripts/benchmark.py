@@ -18,7 +18,10 @@ Sections (``--only`` picks some; code in ``scripts/benchmarks/``):
    trajectories (autoencoder, operator, diff_residual; narrower models, see RSS_LIGHT);
 6. ``ddp``             — Stage 1 throughput, 2 data-parallel processes vs 1 (bench_ddp.py);
 7. ``operator_h2h``    — Stage 1 architectures (``conv_stack``, ``pdet_unet``) trained for the
-   same wall-clock with the default unrolled loss, val/test rollout nRMSE of each.
+   same wall-clock with the default unrolled loss, val/test rollout nRMSE of each;
+8. ``rollout_2d``      — the 2D vorticity problem: ms per trajectory of every variant and of the
+   built-in solver on the same test trajectories, grid and horizon (full: a copy of the
+   artifacts of ``kedro run --env vorticity2d``; quick: the ``smoke2d`` chain, one epoch).
 
 The full run works on a copy of the artifacts of ``make run`` (run that first); nothing in
 ``data/`` but the two report files is written.  ``--quick`` trains the smoke chain (one epoch
@@ -45,7 +48,7 @@ from benchmarks.common import ROOT, machine  # noqa: E402
 from benchmarks.report import markdown  # noqa: E402
 
 ORDER = ["throughput", "kedro_overhead", "teacher_caching", "rollout", "peak_rss", "ddp",
-         "operator_h2h"]
+         "operator_h2h", "rollout_2d"]
 
 
 def settings(args: argparse.Namespace, tmp: Path) -> sections.Settings:
@@ -62,7 +65,8 @@ def settings(args: argparse.Namespace, tmp: Path) -> sections.Settings:
 def run_sections(s: sections.Settings, only: list[str]) -> tuple[dict, dict]:
     """Run the chosen sections; a failing section is recorded and the others still run."""
     results, errors = {}, {}
-    base = sections.base_project(s)
+    # rollout_2d works on its own 2D copy: no 1D chain needed when it runs alone
+    base = sections.base_project(s) if any(n != "rollout_2d" for n in only) else None
     for name in only:
         started = time.perf_counter()
         print(f"[benchmark] {name} ...", file=sys.stderr, flush=True)

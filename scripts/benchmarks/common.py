@@ -40,7 +40,8 @@ class Project:
 
     @property
     def data_dir(self) -> Path:
-        return self.root / ("data/smoke" if self.env == "smoke" else "data")
+        # conf/<env>/globals.yml: data_dir is data/<env> in every environment but base
+        return self.root / ("data" if self.env == "base" else f"data/{self.env}")
 
     def child_env(self) -> dict[str, str]:
         return {**os.environ, **QUIET_ENV,

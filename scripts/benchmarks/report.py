@@ -84,9 +84,22 @@ def _h2h(sec: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _rollout_2d(sec: dict) -> list[tuple[str, str]]:
+    where = (f"{'×'.join(map(str, sec['grid']))} grid, {sec['horizon_steps']} steps, "
+             f"{sec['trajectories']} test traj.")
+    rows = [("2D rollout ms/trajectory: built-in vorticity solver",
+             f"{_f(sec['solver_ms_per_trajectory'])} ms ({where}; nRMSE "
+             f"{_f(sec['solver_nrmse'])})")]
+    for name, fig in sec["variants"].items():
+        rows.append((f"2D rollout ms/trajectory: {name}",
+                     f"{_f(fig['ms_per_trajectory'])} ms ({fig['vs_solver']:.2f}x solver; "
+                     f"nRMSE {_f(fig['nrmse'])})"))
+    return rows
+
+
 ROWS = {"throughput": _throughput, "kedro_overhead": _overhead,
         "teacher_caching": _caching, "rollout": _rollout, "peak_rss": _rss, "ddp": _ddp,
-        "operator_h2h": _h2h}
+        "operator_h2h": _h2h, "rollout_2d": _rollout_2d}
 
 
 def markdown(result: dict) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.rollout_2d import rollout_2d  # noqa: F401 - section 8, run by name
 from benchmarks.common import PYTHON, ROOT, Project, copy_data, kedro_run, make_project, \
     run_child, worker
 

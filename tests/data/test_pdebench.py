@@ -171,7 +171,7 @@ def test_unsorted_duplicate_and_negative_indices_keep_order(tmp_path: Path) -> N
 def test_reads_split_into_blocks_still_correct(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "b.hdf5"
     data = _make_tensor(path, n=10)
-    monkeypatch.setattr(pdebench, "_MAX_BLOCK_BYTES", 21 * 16 * 4 * 3)  # 3 samples per read
+    monkeypatch.setattr(pdebench.reader, "_MAX_BLOCK_BYTES", 21 * 16 * 4 * 3)  # 3 samples per read
     with open_pdebench(path) as reader:
         np.testing.assert_array_equal(reader.read(slice(None))[..., 0], data)
         order = [9, 0, 1, 2, 3, 4]
@@ -437,7 +437,7 @@ class _FailingArray:
 
 
 def test_atomic_write_nan_mid_way_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(pdebench, "_MAX_BLOCK_BYTES", 4 * 8 * 4)  # one sample per block
+    monkeypatch.setattr(pdebench.writers, "_MAX_BLOCK_BYTES", 4 * 8 * 4)  # one sample per block
     path = tmp_path / "b.hdf5"
     data = _rand(5, 4, 8)
     data[3, 1, 2] = np.nan  # samples 0..2 are written before this is found
@@ -449,7 +449,7 @@ def test_atomic_write_nan_mid_way_leaves_nothing(tmp_path: Path, monkeypatch) ->
 
 @pytest.mark.parametrize("layout", ["tensor", "group"])
 def test_atomic_write_failing_array_keeps_old_file(tmp_path: Path, monkeypatch, layout) -> None:
-    monkeypatch.setattr(pdebench, "_MAX_BLOCK_BYTES", 4 * 8 * 4)
+    monkeypatch.setattr(pdebench.writers, "_MAX_BLOCK_BYTES", 4 * 8 * 4)
     path = tmp_path / "b.h5"
     path.write_bytes(b"previous good file")
     if layout == "tensor":
@@ -479,3 +479,53 @@ def test_writer_creates_parent_and_readable_permissions(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "c.hdf5"
     _make_tensor(path)
     assert path.exists() and (path.stat().st_mode & 0o044) == 0o044
+
+
+def _ns_incom_file(path: Path, n: int = 3, frames: int = 6, side: int = 8,
+                   particles: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """PDEBench's 2D incompressible-NS layout (ns_incom_inhom_2d_512-*.h5), written by h5py."""
+    rng = np.random.default_rng(0)
+    vel = rng.standard_normal((n, frames, side, side, 2)).astype(np.float32)
+    part = rng.uniform(size=(n, frames, side, side, 1)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f["velocity"] = vel
+        if particles:
+            f["particles"] = part
+        f["force"] = rng.standard_normal((n, side, side, 2)).astype(np.float32)
+        f["t"] = np.tile(np.linspace(0.0, 0.5, frames, dtype=np.float32), (n, 1))
+    return vel, part
+
+
+def test_ns_incom_layout_reads_velocity_components_and_particles(tmp_path: Path) -> None:
+    path = tmp_path / "ns_incom_inhom_2d_512-0.h5"
+    vel, part = _ns_incom_file(path)
+    with open_pdebench(path) as reader:
+        assert reader.layout == "ns_incom"
+        assert reader.channels == ["Vx", "Vy", "particles"]
+        assert reader.spatial_shape == (8, 8) and reader.n_frames == 6 and reader.n_samples == 3
+        out = reader.read([2, 0], time_stride=2, space_stride=2)
+        np.testing.assert_array_equal(out[..., :2], vel[[2, 0], ::2, ::2, ::2])
+        np.testing.assert_array_equal(out[..., 2:], part[[2, 0], ::2, ::2, ::2])
+        coords = reader.coords(space_stride=2, time_stride=2)
+        np.testing.assert_allclose(coords["x"], (np.arange(0, 8, 2) + 0.5) / 8)
+        np.testing.assert_allclose(coords["t"], np.linspace(0, 0.5, 6)[::2], rtol=1e-6)
+    with open_pdebench(path, fields=["Vy"]) as reader:
+        np.testing.assert_array_equal(reader.read([1])[..., 0], vel[[1], ..., 1])
+
+
+def test_ns_incom_layout_errors_name_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "vel_only.h5"
+    vel, _ = _ns_incom_file(path, particles=False)
+    with open_pdebench(path, layout="ns_incom") as reader:
+        assert reader.channels == ["Vx", "Vy"]
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f["velocity"] = np.zeros((2, 4, 8, 8, 3), dtype=np.float32)
+        f["t"] = np.zeros((2, 4))
+    with pytest.raises(PDEBenchFormatError, match="2 velocity components"):
+        open_pdebench(bad)
+    with h5py.File(bad, "w") as f:
+        f["velocity"] = np.zeros((2, 4, 8, 8, 2), dtype=np.float32)
+        f["t"] = np.zeros((2, 5))
+    with pytest.raises(PDEBenchFormatError, match="dataset 't' has shape"):
+        open_pdebench(bad)

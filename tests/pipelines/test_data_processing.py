@@ -93,6 +93,15 @@ def test_bad_parameter_fails_before_writing(project: Path) -> None:
     assert not (project / "data" / "smoke" / "02_intermediate" / "split_manifest.json").exists()
 
 
+def test_switching_to_2d_with_1d_token_settings_fails_before_generating(project: Path) -> None:
+    """Issue 17: the system switch alone used to generate the 2D data, then fail in the autoencoder."""
+    with pytest.raises(Exception, match=r"data_processing\.builtin\.system='vorticity2d'.*"
+                       r"autoencoder\.latent\.tokens=8 must be a perfect square"):
+        run_kedro(project, "data_processing",
+                  params={"data_processing": {"builtin": {"system": "vorticity2d"}}})
+    assert not (project / "data" / "smoke" / "01_raw").exists()
+
+
 def test_missing_file_source_is_clear(project: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"data_processing\.file\.path: no file at"):
         run_kedro(project, "data_processing", params={

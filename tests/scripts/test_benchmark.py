@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ["throughput", "kedro_overhead", "teacher_caching", "rollout", "peak_rss", "ddp",
-            "operator_h2h"]
+            "operator_h2h", "rollout_2d"]
 
 
 def _numbers(value):
@@ -73,6 +73,14 @@ def test_figures_the_issue_asks_for(quick_result):
     for fig in h2h["architectures"].values():
         assert fig["epochs"] >= 1 and fig["train_sec"] > 0
         assert 0 < fig["val"]["nrmse"] < 10 and 0 < fig["test"]["nrmse"] < 10
+
+
+def test_2d_section_compares_with_the_solver_at_matched_grid(quick_result):
+    sec = quick_result[0]["sections"]["rollout_2d"]
+    assert sec["env"] == "smoke2d" and len(sec["grid"]) == 2 and sec["horizon_steps"] >= 1
+    assert sec["solver_ms_per_trajectory"] > 0 and sec["solver_nrmse"] < 1e-3
+    assert {"operator", "consistency_distill_1step"} <= set(sec["variants"])
+    assert "2D rollout ms/trajectory: built-in vorticity solver" in quick_result[1]
 
 
 def test_machine_load_and_table(quick_result):

@@ -42,10 +42,10 @@ class BuiltinConfig:
 
 @dataclass(frozen=True)
 class FileConfig:
-    """A real PDEBench file: ``layout`` is auto | tensor | multifield | group | darcy."""
+    """A real PDEBench file: ``layout`` is auto | tensor | multifield | group | darcy | ns_incom."""
 
     path: str | None = None
-    layout: Literal["auto", "tensor", "multifield", "group", "darcy"] = "auto"
+    layout: Literal["auto", "tensor", "multifield", "group", "darcy", "ns_incom"] = "auto"
     fields: list[str] | None = None
     max_samples: int | None = None
 

@@ -233,13 +233,17 @@ def spectra_figure(rs: RolloutSet, variants: Sequence[str]) -> Figure:
 
 def trajectory_figure(tensor: np.ndarray, x: np.ndarray, t: np.ndarray, title: str = "",
                       max_samples: int = 4) -> Figure:
-    """Space-time images of predicted trajectories ``tensor`` [B, T, X, C] (first channel)."""
+    """Space-time images of predicted trajectories ``tensor`` [B, T, X(, Y), C] (first channel;
+    2D: the middle row in y, as :func:`spacetime_figure`)."""
     n = min(max_samples, tensor.shape[0])
+    frames = tensor[:n, ..., 0]
+    while frames.ndim > 3:
+        frames = frames[:, :, :, frames.shape[3] // 2]
     fig, axes = plt.subplots(1, n, figsize=(3 * n, 3), squeeze=False, constrained_layout=True)
-    lim = float(np.abs(tensor[:n, ..., 0]).max()) or 1.0
+    lim = float(np.abs(frames).max()) or 1.0
     for i in range(n):
         ax = axes[0, i]
-        ax.imshow(tensor[i, ..., 0], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+        ax.imshow(frames[i], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
                   extent=(float(x[0]), float(x[-1]), float(t[-1]), float(t[0])))
         ax.set(xlabel="x", ylabel="t" if i == 0 else None, title=f"sample {i}")
     fig.suptitle(title, fontsize=9)

@@ -16,6 +16,7 @@ from typing import Any
 from ups_kedro.config import parse
 from ups_kedro.data.config import DataProcessingConfig
 from ups_kedro.data.generate import ensure_builtin_file, generator_hash
+from ups_kedro.data.latent_grid import builtin_grid, check_latent_grid, strided
 from ups_kedro.data.prepare import (
     SPLITS,
     check_disjoint,
@@ -57,19 +58,32 @@ def _source_file(root: Path, path: str | None, key: str, what: str) -> Path:
     return resolved
 
 
-def acquire_raw_data(params: dict[str, Any]) -> dict:
-    """Generate the built-in data set (or locate the user's PDEBench file) and describe it."""
+def acquire_raw_data(params: dict[str, Any], autoencoder: dict[str, Any] | None = None) -> dict:
+    """Generate the built-in data set (or locate the user's PDEBench file) and describe it.
+
+    ``autoencoder`` (the raw ``autoencoder`` parameter block) is read only to check, before
+    anything is generated, that its token grid fits the fields this configuration produces:
+    switching ``builtin.system`` to a 2D system with 1D token settings fails here, naming both
+    keys, instead of after minutes of data generation.
+    """
     cfg = _config(params)
     root = project_root()
     if cfg.source == "builtin":
-        path, seconds = ensure_builtin_file(cfg.builtin, root)
-        extra = {"source": "builtin", "system": cfg.builtin.system,
-                 "generator_hash": generator_hash(cfg.builtin)}
+        b = cfg.builtin
+        check_latent_grid(builtin_grid(cfg), autoencoder,
+                          f"data_processing.builtin.system={b.system!r} (builtin.resolution "
+                          f"{b.resolution}, downsample_space {cfg.downsample_space})")
+        path, seconds = ensure_builtin_file(b, root)
+        extra = {"source": "builtin", "system": b.system, "generator_hash": generator_hash(b)}
         log_metrics(STAGE, {"generation_time_sec": seconds})
         return describe_source(path, "auto", None, None, extra)
     path = _source_file(root, cfg.file.path, "data_processing", "a PDEBench HDF5 file")
-    return describe_source(path, cfg.file.layout, cfg.file.fields, cfg.file.max_samples,
+    info = describe_source(path, cfg.file.layout, cfg.file.fields, cfg.file.max_samples,
                            {"source": "file"})
+    check_latent_grid(tuple(strided(n, cfg.downsample_space) for n in info["spatial_shape"]),
+                      autoencoder, f"data_processing.file.path={str(path)!r} "
+                      f"(grid {info['spatial_shape']}, downsample_space {cfg.downsample_space})")
+    return info
 
 
 def split_trajectories(raw_source: dict, params: dict[str, Any]) -> dict:

@@ -18,6 +18,8 @@ from ups_kedro.pipelines.data_processing import nodes
 
 STAGE = "data_processing"
 PARAMS = f"params:{STAGE}"
+# Read only to check, before generating anything, that the autoencoder's token grid fits the data.
+AUTOENCODER_PARAMS = "params:autoencoder"
 SPLITS = ("train", "val", "test")
 STEADY_TAG = "steady"
 
@@ -25,7 +27,8 @@ STEADY_TAG = "steady"
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(nodes.acquire_raw_data, PARAMS, "raw_source", name="acquire_raw_data"),
+            Node(nodes.acquire_raw_data, [PARAMS, AUTOENCODER_PARAMS], "raw_source",
+                 name="acquire_raw_data"),
             Node(nodes.split_trajectories, ["raw_source", PARAMS], "split_manifest",
                  name="split_trajectories"),
             Node(nodes.prepare_fields, ["raw_source", "split_manifest", PARAMS],
@@ -47,5 +50,5 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "steady_normaliser", name="compute_steady_normaliser", tags=STEADY_TAG),
         ],
         namespace=STAGE,
-        parameters={PARAMS},
+        parameters={PARAMS, AUTOENCODER_PARAMS},
     )

@@ -101,6 +101,8 @@ def run_inference(params: dict[str, Any]) -> tuple[dict, Figure]:
     out = {"layout": "tensor", "tensor": tensor[..., 0], "x": x, "t": t,
            "attrs": {"model": origin, "variant": model.variant, "source_file": str(path),
                      "start_frame": ic.frame}}
+    if tensor.ndim == 5:  # 2D fields [B, T, X, Y, C]: the PDEBench layout stores y as well
+        out["y"] = _grid(tensor.shape[3])
     return out, trajectory_figure(tensor, x, t[:-1], title=f"{model.variant} — {origin}")
 
 
