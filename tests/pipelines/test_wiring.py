@@ -22,8 +22,10 @@ import torch
 
 from tests.conftest import project_copy
 
-STAGES = ("data_processing", "autoencoder", "operator", "diff_residual", "consistency_distill",
-          "steady_prior", "evaluation")
+from ups_kedro.stages import TRANSIENT_STAGES
+
+#: The in-memory chain, in order; every registered corrector runs in it.
+STAGES = ("data_processing", *TRANSIENT_STAGES, "steady_prior", "evaluation")
 
 
 def _smoke_config(root: Path) -> tuple[dict, dict]:
