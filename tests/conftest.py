@@ -35,10 +35,35 @@ def project_copy(tmp_path: Path) -> Iterator[Path]:
         yield root
 
 
+_EMPTY_STORE: list[Path] = []
+
+
+def _empty_store() -> Path:
+    """An empty MLflow SQLite store with its schema, created once per test process.
+
+    Creating the schema (MLflow's migrations) takes seconds; every project copy starts from a
+    copy of this file instead.
+    """
+    if not _EMPTY_STORE:
+        import atexit
+        import tempfile
+
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        folder = Path(tempfile.mkdtemp(prefix="ups_mlflow_template_"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        store = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts"))
+        store.engine.dispose()
+        _EMPTY_STORE.append(folder / "mlflow.db")
+    return _EMPTY_STORE[0]
+
+
 @contextmanager
 def _inside(tmp_path: Path) -> Iterator[Path]:
     """Work in the project copy ``tmp_path/project`` with its MLflow store ``tmp_path``."""
     root = tmp_path / "project"
+    if not (tmp_path / "mlflow.db").exists():
+        shutil.copy(_empty_store(), tmp_path / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
         mp.setenv("UPS_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))

@@ -123,11 +123,10 @@ def test_evaluation_rolls_out_every_registered_corrector(chain) -> None:
     assert outputs["evaluation"]["evaluation.steady_metrics"]["skipped"] is False
 
 
-def test_promotion_gates_in_memory_without_a_champion(chain, monkeypatch) -> None:
-    """No champion in an empty registry; smoke models fail the first-run gate, so nothing is
-    registered and the leaderboard is this attempt alone (no MLflow run is active)."""
-    root, catalog, params, _ = chain
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'wiring-mlflow.db'}")
+def test_promotion_gates_in_memory_without_a_champion(chain) -> None:
+    """No champion in the copy's empty registry; smoke models fail the first-run gate, so
+    nothing is registered and the leaderboard is this attempt alone (no MLflow run is active)."""
+    _, catalog, params, _ = chain
     out = _run("promotion", catalog, params)
     validation = out["promotion.validation_gate"]
     assert validation["candidate_variant"] in validation["candidate_scores"]
