@@ -31,6 +31,39 @@ def project_copy(tmp_path: Path) -> Iterator[Path]:
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     (root / "README.md").write_text("test copy\n")
     (root / "src").mkdir()  # bootstrap_project wants src/; the package is the installed one
+    with _inside(tmp_path) as root:
+        yield root
+
+
+_EMPTY_STORE: list[Path] = []
+
+
+def _empty_store() -> Path:
+    """An empty MLflow SQLite store with its schema, created once per test process.
+
+    Creating the schema (MLflow's migrations) takes seconds; every project copy starts from a
+    copy of this file instead.
+    """
+    if not _EMPTY_STORE:
+        import atexit
+        import tempfile
+
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        folder = Path(tempfile.mkdtemp(prefix="ups_mlflow_template_"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        store = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts"))
+        store.engine.dispose()
+        _EMPTY_STORE.append(folder / "mlflow.db")
+    return _EMPTY_STORE[0]
+
+
+@contextmanager
+def _inside(tmp_path: Path) -> Iterator[Path]:
+    """Work in the project copy ``tmp_path/project`` with its MLflow store ``tmp_path``."""
+    root = tmp_path / "project"
+    if not (tmp_path / "mlflow.db").exists():
+        shutil.copy(_empty_store(), tmp_path / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
         mp.setenv("UPS_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
@@ -62,3 +95,32 @@ def run_kedro(root: Path, pipeline: str, env: str = "smoke", params: dict | None
     bootstrap_project(root)
     with KedroSession.create(project_path=root, env=env, runtime_params=params) as session:
         return session.run(pipeline_names=[pipeline])
+
+
+@pytest.fixture(scope="session")
+def smoke_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``make run`` (the smoke ``__default__`` pipeline: data → every stage → evaluation) once
+    per test session, in a real KedroSession with a real MLflow store.
+
+    The folder returned (the project copy and its MLflow store) stays pristine: a test module
+    that runs further pipelines on it works in its own copy, :func:`chain_copy`.
+    """
+    tmp = tmp_path_factory.mktemp("smoke_chain")
+    with project_copy(tmp) as root, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # smoke runs last seconds
+        run_kedro(root, "__default__")
+    return tmp
+
+
+@contextmanager
+def chain_copy(smoke_chain: Path, tmp_path: Path) -> Iterator[Path]:
+    """Work in a copy of the :func:`smoke_chain` project and its MLflow store.
+
+    Runs the copy adds go to the copied store; MLflow keeps artifact locations absolute, so
+    the chain's artifacts are read from (and new ones written beside) the original's
+    ``mlartifacts`` under fresh run ids, which the copies never share.
+    """
+    target = tmp_path / "chain"
+    shutil.copytree(smoke_chain, target, symlinks=True)
+    with _inside(target) as root:
+        yield root

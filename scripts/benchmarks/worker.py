@@ -109,8 +109,9 @@ def _find_node(stage: str):
 
 
 def _call_with_history(node, inputs: list) -> tuple[Any, list[dict], float]:
-    """Call the node function with the module's ``fit`` wrapped to keep every history."""
-    module = sys.modules[node.func.__module__]
+    """Call the node function with ``fit`` wrapped to keep every history (every training node
+    trains through :func:`ups_kedro.pipelines.train_stage.fit_checkpoint`)."""
+    from ups_kedro.pipelines import train_stage as module
     original = module.fit
     histories: list[list[dict]] = []
 

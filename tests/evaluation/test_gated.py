@@ -64,7 +64,8 @@ class Scale(torch.nn.Module):
 
 
 def test_threshold_calibrated_as_a_quantile_of_validation_change() -> None:
-    from ups_kedro.evaluation.suite import Surrogate, calibrate_threshold
+    from ups_kedro.evaluation.suite import calibrate_threshold
+    from ups_kedro.evaluation.surrogate import Surrogate
 
     identity = lambda u: u  # noqa: E731 - the "autoencoder" is the identity here
     s = Surrogate(encode=identity, decode=identity, operator=Shift(), dt=1.0, time_stride=1,

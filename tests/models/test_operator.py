@@ -24,13 +24,27 @@ def test_forward_shape_and_persistence_at_init(architecture: str, depths: tuple[
     assert torch.equal(z_next, z)
 
 
-@pytest.mark.parametrize("dt", [0.1, torch.tensor(0.1), torch.tensor([0.1, 0.2, 0.3])])
-def test_dt_forms(dt: float | torch.Tensor) -> None:
+@pytest.mark.parametrize("dt", [torch.tensor(0.1), torch.tensor([0.1, 0.1, 0.1])])
+def test_dt_forms(dt: torch.Tensor) -> None:
+    """A float, a 0-d tensor and a [B] tensor of the same step are the same step."""
     torch.manual_seed(0)
     op = LatentOperator(operator_cfg())
     torch.nn.init.normal_(op.out_proj.weight, std=0.1)
     z = torch.randn(3, 8, 8)
-    assert op(z, dt).shape == (3, 8, 8)
+    reference = op(z, 0.1)
+    assert not torch.allclose(reference, z)  # a step that does something
+    assert torch.allclose(op(z, dt), reference, atol=1e-6)
+
+
+def test_per_sample_dt_steps_each_sample_with_its_own() -> None:
+    torch.manual_seed(0)
+    op = LatentOperator(operator_cfg())
+    torch.nn.init.normal_(op.out_proj.weight, std=0.1)
+    z = torch.randn(3, 8, 8)
+    dts = [0.1, 0.2, 0.3]
+    batched = op(z, torch.tensor(dts))
+    for i, dt in enumerate(dts):
+        assert torch.allclose(batched[i], op(z[i:i + 1], dt)[0], atol=1e-6)
 
 
 def test_dt_conditions_the_step() -> None:

@@ -3,12 +3,12 @@
 import pytest
 
 from ups_kedro.config import ConfigError
-from ups_kedro.pipelines.autoencoder.nodes import _check_token_grid
+from ups_kedro.models.builders import check_token_grid
 
 
 @pytest.mark.parametrize(("tokens", "dims"), [(32, 1), (16, 2), (64, 3)])
 def test_grid_counts_pass(tokens: int, dims: int) -> None:
-    _check_token_grid(tokens, dims)
+    check_token_grid(tokens, dims)
 
 
 @pytest.mark.parametrize(("tokens", "dims", "kind"),
@@ -16,4 +16,4 @@ def test_grid_counts_pass(tokens: int, dims: int) -> None:
                           (10, 3, "perfect cube")])
 def test_bad_counts_name_the_user_key(tokens: int, dims: int, kind: str) -> None:
     with pytest.raises(ConfigError, match=rf"autoencoder\.latent\.tokens={tokens} must be a {kind}"):
-        _check_token_grid(tokens, dims)
+        check_token_grid(tokens, dims)

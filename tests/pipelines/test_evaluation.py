@@ -1,8 +1,8 @@
 """evaluation, promotion and inference in real Kedro sessions on the smoke chain.
 
-One project copy: the smoke ``__default__`` pipeline runs once, as ``make run`` does, then each
-test runs the on-request pipelines against it as a user would (``kedro run --pipeline
-evaluation`` …).
+One project copy of the session's smoke chain (``tests/conftest.py: smoke_chain``, the
+``__default__`` pipeline run once, as ``make run`` does); each test runs the on-request pipelines
+against it as a user would (``kedro run --pipeline evaluation`` …).
 """
 
 from __future__ import annotations
@@ -17,22 +17,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import project_copy, run_kedro
+from tests.conftest import chain_copy, run_kedro
 from ups_kedro.evaluation import metrics
+from ups_kedro.stages import TRANSIENT_STAGES
 
 pytestmark = pytest.mark.integration
-CHAIN = ("data_processing", "autoencoder", "operator", "diff_residual", "consistency_distill",
-         "steady_prior", "evaluation")  # the stages of __default__
+CHAIN = ("data_processing", *TRANSIENT_STAGES, "steady_prior", "evaluation")  # __default__
 # Smoke models are far from good: relax the first-run gate so a champion exists to test with.
 EASY_GATE = {"first_run": {"min_gain_vs_persistence": 0.01, "min_improvement_vs_operator": -10.0}}
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with project_copy(tmp_path_factory.mktemp("evaluation")) as root, \
-            pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # smoke runs last seconds
-        run_kedro(root, "__default__")  # what `make run` runs
+def evaluated(smoke_chain: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's smoke ``__default__`` run (what `make run` runs), in this module's copy."""
+    with chain_copy(smoke_chain, tmp_path_factory.mktemp("evaluation")) as root:
         yield root
 
 
@@ -112,7 +110,7 @@ def _stage_runs(stage: str) -> list[mlflow.entities.Run]:
 
 def test_make_run_is_readable_in_mlflow(evaluated: Path) -> None:
     """Name, description, tags, one run per stage, dataset inputs, system metrics, checkpoints."""
-    from ups_kedro.pipelines.promotion.registry import load_run_checkpoint
+    from ups_kedro.serving.registry import load_run_checkpoint
 
     run = _last_run("__default__")
     tags, rid = run.data.tags, run.info.run_id
@@ -218,7 +216,7 @@ def _check_registered_model(root: Path, decision: dict) -> None:
     requirements = (local / "requirements.txt").read_text().split()
     assert all("==" in r for r in requirements) and any(r.startswith("torch==") for r in
                                                          requirements)
-    assert (local / "code/ups_kedro/pipelines/promotion/pyfunc.py").is_file()
+    assert (local / "code/ups_kedro/serving/pyfunc.py").is_file()
 
 
 def test_inference_from_the_champion_and_from_checkpoints(evaluated: Path) -> None:

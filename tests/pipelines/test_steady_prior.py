@@ -34,7 +34,7 @@ from ups_kedro.data.steady import (
 )
 from ups_kedro.datasets.array_dataset import ArrayBundle, ChunkedArray
 from ups_kedro.evaluation.metrics import nrmse
-from ups_kedro.pipelines.steady_prior.nodes import (
+from ups_kedro.evaluation.steady import (
     SteadyPredictor,
     predict_steady,
     steady_conditioning,

@@ -1,7 +1,8 @@
 """The training chain in real Kedro sessions (smoke sizes) with a real MLflow store.
 
-One project copy serves the whole module: each stage reads the files the previous stage's
-``kedro run`` wrote, exactly as a user running ``kedro run --pipeline <stage>`` one by one.
+The chain is the session's smoke ``make run`` (``tests/conftest.py: smoke_chain``), in this
+module's own copy; the tests re-run single stages on it as a user would
+(``kedro run --pipeline operator`` …).
 """
 
 from __future__ import annotations
@@ -20,23 +21,26 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import project_copy, run_kedro
+from tests.conftest import chain_copy, run_kedro
+from ups_kedro.stages import TRANSIENT_STAGES
 
 pytestmark = pytest.mark.integration
-STAGES = ("data_processing", "autoencoder", "operator", "diff_residual", "consistency_distill")
+STAGES = ("data_processing", *TRANSIENT_STAGES)
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with project_copy(tmp_path_factory.mktemp("chain")) as root:
-        for stage in STAGES:
-            run_kedro(root, stage)
+def chain(smoke_chain: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with chain_copy(smoke_chain, tmp_path_factory.mktemp("training_chain")) as root:
         yield root
 
 
 def _runs() -> dict[str, mlflow.entities.Run]:
-    runs = mlflow.search_runs(experiment_names=["ups_kedro"], output_format="list")
-    return {r.data.tags["ups.pipeline"]: r for r in runs}
+    """The stage runs of the smoke ``make run`` (one per stage, children of its run)."""
+    (parent,) = mlflow.search_runs(experiment_names=["ups_kedro"], output_format="list",
+                                   filter_string="tags.`ups.pipeline` = '__default__'")
+    runs = mlflow.search_runs(experiment_names=["ups_kedro_stages"], output_format="list",
+                              filter_string=f"tags.`ups.parent_run_id` = '{parent.info.run_id}'")
+    return {r.data.tags["ups.stage"]: r for r in runs}
 
 
 def _ckpt(root: Path, stage: str) -> dict:

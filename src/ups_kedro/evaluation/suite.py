@@ -9,17 +9,15 @@ built-in solver — the solver itself re-run on the same trajectories as a refer
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from ups_kedro.evaluation.rollout import scored_frames
 from ups_kedro.evaluation.rollout_file import RolloutSet
 from ups_kedro.evaluation.solver_reference import SolverSpec, solver_rollout
+from ups_kedro.evaluation.surrogate import Surrogate
 from ups_kedro.evaluation.variants import (
     Variant,
     corrected_variant,
@@ -29,6 +27,7 @@ from ups_kedro.evaluation.variants import (
     step_residual,
 )
 from ups_kedro.models.corrector import RolloutCorrector
+from ups_kedro.stages import CORRECTORS, GATED_DEFAULT, corrector, corrector_names
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ logger = logging.getLogger(__name__)
 class GatedParams:
     """The original's gated inference: correct when the step residual is large or every k steps."""
 
-    corrector: Literal["consistency_distill", "diff_residual"] = "consistency_distill"
+    corrector: str = GATED_DEFAULT  # a registered corrector stage (ups_kedro.stages)
     steps: int = 1
     residual_threshold: float | None = None  # relative latent change rms(Op(z) − z)/rms(z)
     #: Calibrate ``residual_threshold`` as this quantile of the validation split's relative
@@ -46,6 +45,9 @@ class GatedParams:
     correct_every: int = 2  # 0: never by count
 
     def validate(self, where: str = "gated") -> None:
+        if self.corrector not in corrector_names():
+            raise ValueError(f"{where}.corrector = {self.corrector!r} is not a corrector stage; "
+                             f"choose one of {', '.join(corrector_names())}")
         if self.residual_quantile is not None:
             if self.residual_threshold is not None:
                 raise ValueError(f"{where}: set residual_threshold or residual_quantile (which "
@@ -55,31 +57,50 @@ class GatedParams:
                                  f"{self.residual_quantile}")
 
 
+def _default_steps() -> dict[str, tuple[int, ...]]:
+    return {c.name: c.steps for c in CORRECTORS}
+
+
 @dataclass(frozen=True)
 class VariantParams:
-    """Which variants to roll out (each one only if its checkpoint exists)."""
+    """Which variants to roll out (each one only if its checkpoint exists).
 
-    corrector_steps: tuple[int, ...] = (16,)  # Stage 2 EDM sampler steps (not a corrector's)
-    student_steps: tuple[int, ...] = (1, 2)  # Stage 3 student steps
+    ``steps``: ``{corrector stage: step counts}`` of its variants (an EDM model: sampler steps;
+    a rollout student: corrections per step); a stage left out keeps the registry's default
+    (:attr:`ups_kedro.stages.CorrectorStage.steps`).
+    """
+
+    steps: dict[str, tuple[int, ...]] = field(default_factory=_default_steps)
     gated: GatedParams | None = field(default_factory=GatedParams)
     solver_reference: bool = True
     seed: int = 0
     batch_size: int = 64
 
+    def validate(self, where: str = "variants") -> None:
+        for name, counts in self.steps.items():
+            if name not in corrector_names():
+                raise ValueError(f"{where}.steps.{name}: not a corrector stage; choose among "
+                                 f"{', '.join(corrector_names())}")
+            if (not isinstance(counts, (list, tuple)) or not counts
+                    or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                           for n in counts)):
+                raise ValueError(f"{where}.steps.{name} must be a non-empty list of integers "
+                                 f"≥ 1, got {counts!r}")
 
-@dataclass
-class Surrogate:
-    """The trained stages, ready to step: encode/decode act on normalised fields."""
+    def steps_of(self, name: str) -> tuple[int, ...]:
+        """Step counts of corrector ``name`` (configured, else the registry default)."""
+        return tuple(self.steps.get(name, corrector(name).steps))
 
-    encode: Callable[[torch.Tensor], torch.Tensor]
-    decode: Callable[[torch.Tensor], torch.Tensor]
-    operator: nn.Module
-    dt: float
-    time_stride: int
-    normaliser: dict
-    corrector: nn.Module | None = None  # Stage 2 (diffusion residual)
-    student: nn.Module | None = None  # Stage 3 (consistency student)
-    solver: str = "heun"
+    @staticmethod
+    def upgrade(values: dict) -> dict:
+        """Variant parameters recorded before the corrector registry (``corrector_steps``,
+        ``student_steps``, as in models registered then) → the ``steps`` mapping."""
+        values = dict(values)
+        legacy = {c.legacy_steps_key: c.name for c in CORRECTORS if c.legacy_steps_key}
+        moved = {legacy[k]: values.pop(k) for k in list(values) if k in legacy}
+        if moved:
+            values["steps"] = {**moved, **values.get("steps", {})}
+        return values
 
 
 @torch.no_grad()
@@ -103,28 +124,32 @@ def calibrate_threshold(s: Surrogate, fields_val: np.ndarray, initial_step: int,
     return float(torch.quantile(torch.cat(change).double(), quantile))
 
 
+def _corrector_variants(s: Surrogate, p: VariantParams) -> tuple[list[Variant], list[str]]:
+    """Every present corrector's variants, in registry order, and a note for each absent one."""
+    variants, notes = [], []
+    for stage in CORRECTORS:
+        model = s.correctors.get(stage.name)
+        if model is None:
+            notes.append(f"{stage.name} checkpoint absent: {stage.label} variants skipped")
+            continue
+        # A rollout corrector of such a stage runs in its trained form; else each step count.
+        trained_form = stage.trained_form_only and isinstance(model, RolloutCorrector)
+        steps = (None,) if trained_form else p.steps_of(stage.name)
+        variants += [corrected_variant(stage.name if n is None else f"{stage.name}_{n}step",
+                                       s.operator, s.dt, model, n, p.seed, s.solver)
+                     for n in steps]
+    return variants, notes
+
+
 def build_variants(s: Surrogate, p: VariantParams,
                    only: set[str] | None = None) -> tuple[list[Variant], list[str]]:
     """The variants ``s`` supports under ``p`` (those named in ``only``, if given), and a note
     for each one skipped."""
-    variants = [operator_variant(s.operator, s.dt)]
-    notes = []
-    if s.corrector is None:
-        notes.append("diff_residual checkpoint absent: operator + corrector variants skipped")
-    else:
-        # A rollout corrector runs in its trained form; the EDM sampler at each step count.
-        steps = (None,) if isinstance(s.corrector, RolloutCorrector) else p.corrector_steps
-        variants += [corrected_variant("diff_residual" if n is None else f"diff_residual_{n}step",
-                                       s.operator, s.dt, s.corrector, n, p.seed, s.solver)
-                     for n in steps]
-    if s.student is None:
-        notes.append("consistency_distill checkpoint absent: student variants skipped")
-    else:
-        variants += [corrected_variant(f"consistency_distill_{n}step", s.operator, s.dt,
-                                       s.student, n, p.seed, s.solver) for n in p.student_steps]
+    variants, notes = _corrector_variants(s, p)
+    variants.insert(0, operator_variant(s.operator, s.dt))
     g = p.gated
     if g is not None:
-        model = s.student if g.corrector == "consistency_distill" else s.corrector
+        model = s.correctors.get(g.corrector)
         if model is None:
             notes.append(f"gated variant skipped: its corrector ({g.corrector}) is absent")
         else:

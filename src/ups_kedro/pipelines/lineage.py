@@ -6,6 +6,7 @@ from typing import Any
 
 from ups_kedro.config import to_dict
 from ups_kedro.data.prepare import content_hash
+from ups_kedro.checks import require_meta, require_same  # noqa: F401 - the nodes' import
 from ups_kedro.hooks import git_state
 from ups_kedro.pipelines.tracking import active_run_id, set_tags
 
@@ -24,18 +25,3 @@ def make_lineage(stage: str, config: Any, **upstream: Any) -> dict[str, Any]:
 def tag_upstream(stage: str, **upstream: Any) -> None:
     """Record on the MLflow run which upstream artifacts this stage consumed."""
     set_tags({f"ups.{stage}.input.{k}": str(v) for k, v in upstream.items() if v is not None})
-
-
-def require_same(what: str, expected: str | None, got: str | None, hint: str) -> None:
-    """Refuse mismatched upstream artifacts (e.g. latents from another encoder)."""
-    if expected != got:
-        raise ValueError(f"{what} mismatch: expected {expected}, got {got}. {hint}")
-
-
-def require_meta(key: str, expected: str | None, bundles, what: str, hint: str) -> str | None:
-    """Every array bundle's ``meta[key]`` equals ``expected`` (``what`` names it in errors,
-    followed by the bundle's split); returns ``expected``."""
-    for bundle in bundles:
-        require_same(f"{what} of {bundle.meta.get('split')} data", expected,
-                     bundle.meta.get(key), hint)
-    return expected

@@ -1,90 +1,31 @@
-"""Loading upstream stage artifacts with their consistency checks (shared by stages 2–4)."""
+"""Upstream stage artifacts for the stage pipelines (shared by stages 2–4 and the consumers).
+
+The loading itself is library code (:mod:`ups_kedro.evaluation.surrogate`); this module adds
+the Kedro-side wiring: the one checkpoint dict that evaluation and promotion nodes take as
+``**checkpoints`` (its keyword inputs and dataset mapping come from the corrector registry,
+:mod:`ups_kedro.stages`), and the error for a needed optional checkpoint.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 
-from torch import nn
+from ups_kedro.evaluation.surrogate import (  # noqa: F401 - the stage nodes' entry points
+    FrozenOperator,
+    is_present,
+    load_operator,
+    load_surrogate,
+)
+from ups_kedro.evaluation.variants import flatten_scores
+from ups_kedro.pipelines.tracking import log_metrics
+from ups_kedro.stages import checkpoint_datasets, checkpoint_inputs
 
-from ups_kedro.datasets.array_dataset import ArrayBundle
-from ups_kedro.evaluation.suite import Surrogate
-from ups_kedro.pipelines.lineage import require_meta, require_same
-from ups_kedro.training.artifacts import freeze, load_module
+logger = logging.getLogger(__name__)
 
-
-#: The transient surrogate's stages (also the artifact keys of a registered model), and their
-#: checkpoints as mapped into a consuming pipeline (evaluation, promotion):
-#: the dataset ``<stage>.checkpoint`` becomes the input ``<stage>_checkpoint``.
-STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill")
-STAGE_CHECKPOINTS = {f"{stage}_checkpoint": f"{stage}.checkpoint" for stage in STAGES}
-
-
-@dataclass
-class FrozenOperator:
-    """A frozen Stage 1 operator with its step size and the encoder its latents came from."""
-
-    module: nn.Module
-    dt: float
-    time_stride: int
-    encoder_hash: str
-    run_id: str | None
-
-    def __call__(self, z):
-        return self.module(z, self.dt)
-
-
-def load_operator(operator_checkpoint: dict, *latents: ArrayBundle) -> FrozenOperator:
-    """The frozen operator; refuses latents written by another encoder than it was trained on."""
-    lineage = operator_checkpoint["lineage"]
-    require_meta("encoder_hash", lineage["encoder_hash"], latents, "encoder of latents",
-                 "The operator was trained on another autoencoder's latents: re-run "
-                 "`kedro run --pipeline operator` (or the autoencoder) so they agree.")
-    return FrozenOperator(freeze(load_module(operator_checkpoint)),
-                          float(operator_checkpoint["dt"]),
-                          int(operator_checkpoint["time_stride"]), lineage["encoder_hash"],
-                          lineage.get("mlflow_run_id"))
-
-
-def is_present(ckpt: dict | None) -> bool:
-    """A real checkpoint (not absent, not the record of a switched-off stage)."""
-    return isinstance(ckpt, dict) and not ckpt.get("skipped") and bool(ckpt.get("state_dict"))
-
-
-def load_surrogate(autoencoder_checkpoint: dict, operator_checkpoint: dict,
-                   diff_residual_checkpoint: dict | None = None,
-                   consistency_distill_checkpoint: dict | None = None,
-                   ) -> tuple[Surrogate, list[str]]:
-    """The trained stages as one :class:`~ups_kedro.evaluation.suite.Surrogate`.
-
-    Autoencoder and operator are required and must share the encoder.  A Stage 2/3 checkpoint
-    that is absent — or trained against another operator (stale after an operator re-run) — is
-    left out with a note rather than evaluated on the wrong operator.
-    """
-    require_same("encoder of the operator checkpoint",
-                 autoencoder_checkpoint["lineage"]["encoder_hash"],
-                 operator_checkpoint["lineage"]["encoder_hash"],
-                 "The operator was trained on another autoencoder's latents: re-run the chain.")
-    op = load_operator(operator_checkpoint)
-    ae = freeze(load_module(autoencoder_checkpoint))
-    notes: list[str] = []
-
-    def corrector(ckpt: dict | None, stage: str) -> nn.Module | None:
-        if not is_present(ckpt):
-            return None
-        trained_on = ckpt["lineage"].get("operator_run_id")
-        if trained_on != op.run_id:
-            notes.append(f"{stage} checkpoint was trained against operator run {trained_on}, not "
-                         f"the current one ({op.run_id}): left out; re-run `kedro run --pipeline "
-                         f"{stage}`")
-            return None
-        return freeze(load_module(ckpt))
-
-    surrogate = Surrogate(
-        encode=ae.encode, decode=ae.decode, operator=op.module, dt=op.dt,
-        time_stride=op.time_stride, normaliser=autoencoder_checkpoint["normaliser"],
-        corrector=corrector(diff_residual_checkpoint, "diff_residual"),
-        student=corrector(consistency_distill_checkpoint, "consistency_distill"))
-    return surrogate, notes
+#: Node keyword inputs ``{stage: "<stage>_checkpoint"}`` of the transient surrogate's stages.
+CHECKPOINT_INPUTS = checkpoint_inputs()
+#: The pipeline ``inputs=`` mapping ``{"<stage>_checkpoint": "<stage>.checkpoint"}``.
+CHECKPOINT_DATASETS = checkpoint_datasets()
 
 
 def require_checkpoint(ckpt: dict | None, stage: str, consumer: str) -> dict:
@@ -93,3 +34,15 @@ def require_checkpoint(ckpt: dict | None, stage: str, consumer: str) -> dict:
         raise ValueError(f"{consumer} needs the {stage} checkpoint, which does not exist (or the "
                          f"stage was switched off): run `kedro run --pipeline {stage}` first")
     return ckpt
+
+
+def log_corrector_scores(stage: str, scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Log a corrector stage's validation scores (``val_<variant>_<metric>``) and return them."""
+    out = flatten_scores("val", scores)
+    log_metrics(stage, out)
+    for name, s in scores.items():
+        logger.info("%s (val) %-28s nRMSE %.4g  h1 %.4g  last %.4g  NFE/step %d  %.1f ms/traj",
+                    stage, name, s["nrmse"], s.get("nrmse_h1", float("nan")),
+                    s.get("nrmse_last", float("nan")), s.get("nfe_per_step", 0),
+                    s.get("ms_per_trajectory", 0.0))
+    return out

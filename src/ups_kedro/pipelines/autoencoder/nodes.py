@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ups_kedro.config import ConfigError, follow_data, parse
+from ups_kedro.config import parse
 from ups_kedro.data.torch_data import FrameDataset, normaliser_tensors
 from ups_kedro.datasets.array_dataset import ArrayBundle, ChunkedArray
 from ups_kedro.evaluation import metrics
 from ups_kedro.evaluation.rollout import reconstruct
-from ups_kedro.models.autoencoder_config import AutoencoderConfig
-from ups_kedro.models.registry import build_model
+from ups_kedro.models.builders import build_autoencoder
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.autoencoder.config import AutoencoderStageConfig
 from ups_kedro.pipelines import stage_cache
-from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
-from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
-from ups_kedro.training.artifacts import load_module, make_checkpoint, module_hash
+from ups_kedro.pipelines.lineage import require_same
+from ups_kedro.pipelines.tracking import log_metrics
+from ups_kedro.pipelines.train_stage import fit_checkpoint
+from ups_kedro.training.artifacts import load_module, module_hash
 from ups_kedro.training.autoencoder import AutoencoderTask
-from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.launcher import fit
 
 logger = logging.getLogger(__name__)
 STAGE = "autoencoder"
@@ -32,31 +29,6 @@ STAGE = "autoencoder"
 
 def _config(params: dict[str, Any]) -> AutoencoderStageConfig:
     return parse(AutoencoderStageConfig, params, STAGE)
-
-
-def _check_token_grid(tokens: int, dims: int) -> None:
-    """The tokens form a grid of the data's dimension: refuse a count that is not a power."""
-    side = round(tokens ** (1 / dims)) if tokens > 0 else 0
-    if tokens < 1 or side ** dims != tokens:
-        kind = {1: "a positive integer", 2: "a perfect square", 3: "a perfect cube"}.get(
-            dims, f"a perfect {dims}-th power")
-        examples = sorted({max(side, 1) ** dims, (max(side, 1) + 1) ** dims})
-        raise ConfigError(
-            f"autoencoder.latent.tokens={tokens} must be {kind} for {dims}D data (the tokens "
-            f"form a grid), e.g. {' or '.join(map(str, examples))}")
-
-
-def build_autoencoder(cfg: AutoencoderStageConfig, shape: tuple[int, ...]):
-    """An untrained Autoencoder sized from the parameters and the data shape [N, T, *space, C]."""
-    grid = tuple(int(n) for n in shape[2:-1])
-    channels = int(shape[-1])
-    _check_token_grid(cfg.latent.tokens, len(grid))
-    common = {"latent_dim": cfg.latent.dim, "latent_tokens": cfg.latent.tokens,
-              "spatial_dims": len(grid)}
-    return build_model("autoencoder", AutoencoderConfig(
-        encoder=follow_data(cfg.encoder, f"{STAGE}.encoder", **common, in_channels=channels,
-                            grid_shape=grid),
-        decoder=follow_data(cfg.decoder, f"{STAGE}.decoder", **common, out_channels=channels)))
 
 
 def train_autoencoder(
@@ -77,20 +49,15 @@ def train_autoencoder(
     mean, std = normaliser_tensors(normaliser)
     train = FrameDataset(fields_train.array, normaliser)
     val = FrameDataset(fields_val.array, normaliser, frame_stride=cfg.val_frame_stride)
-    tag_upstream(STAGE, split_manifest=manifest_hash)
-    result = fit(
-        model, AutoencoderTask(cfg.loss, mean, std), train, val, cfg.train, stage=STAGE,
-        state_dir=project_root() / cfg.state_dir,
-        fingerprint=run_fingerprint(cfg, manifest_hash),
-        on_epoch_end=epoch_logger(STAGE),
-    )
-    ckpt = make_checkpoint(
-        model, result, train_config=cfg.train, normaliser=normaliser,
-        lineage=make_lineage(STAGE, cfg, split_manifest_hash=manifest_hash,
-                             source_fingerprint=fields_train.meta["source_fingerprint"]),
+    ckpt, result = fit_checkpoint(
+        STAGE, cfg, model, AutoencoderTask(cfg.loss, mean, std), train, val,
+        train_config=cfg.train, state_dir=project_root() / cfg.state_dir,
+        upstream_key=manifest_hash, upstream_tags={"split_manifest": manifest_hash},
+        lineage={"split_manifest_hash": manifest_hash,
+                 "source_fingerprint": fields_train.meta["source_fingerprint"]},
+        normaliser=normaliser,
         extra={"fields_meta": {k: fields_train.meta[k] for k in
-                               ("axes", "channels", "dt", "t", "coords", "initial_step")}},
-    )
+                               ("axes", "channels", "dt", "t", "coords", "initial_step")}})
     ckpt["lineage"]["encoder_hash"] = module_hash(load_module(ckpt).encoder)
     if result.epochs_run == 0:  # e.g. the skip path: the initial inverse pair is kept as is
         logger.info("autoencoder: not trained (train.epochs = 0), encoder hash %s",

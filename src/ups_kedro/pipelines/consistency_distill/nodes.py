@@ -19,20 +19,25 @@ import torch
 from ups_kedro.config import parse
 from ups_kedro.data.torch_data import ResidualPairDataset
 from ups_kedro.datasets.array_dataset import ArrayBundle
+from ups_kedro.evaluation.corrector_scores import corrector_scores
 from ups_kedro.models.corrector import RolloutCorrector
 from ups_kedro.models.diffusion_residual import make_consistency_student
 from ups_kedro.paths import project_root
-from ups_kedro.pipelines.consistency_distill.config import ConsistencyDistillStageConfig
 from ups_kedro.pipelines import stage_cache
-from ups_kedro.pipelines.diff_residual.nodes import evaluate_corrector, unrolled_windows
-from ups_kedro.pipelines.lineage import make_lineage, require_same, tag_upstream
-from ups_kedro.pipelines.tracking import epoch_logger
-from ups_kedro.pipelines.upstream import FrozenOperator, load_operator, require_checkpoint
-from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
-from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.consistency_distill import ConsistencyDistillTask
+from ups_kedro.pipelines.consistency_distill.config import ConsistencyDistillStageConfig
+from ups_kedro.pipelines.lineage import require_same
+from ups_kedro.pipelines.train_stage import fit_checkpoint
+from ups_kedro.pipelines.upstream import (
+    FrozenOperator,
+    load_operator,
+    log_corrector_scores,
+    require_checkpoint,
+)
+from ups_kedro.training.artifacts import freeze, load_module
+from ups_kedro.training.config import TrainConfig
 from ups_kedro.training.corrector import UnrolledCorrectorTask, make_student
-from ups_kedro.training.launcher import fit
+from ups_kedro.training.consistency_distill import ConsistencyDistillTask
+from ups_kedro.training.unrolled_windows import unrolled_windows
 
 logger = logging.getLogger(__name__)
 STAGE = "consistency_distill"
@@ -71,17 +76,8 @@ def distill_consistency(diff_residual_checkpoint: dict, operator_checkpoint: dic
     train = ResidualPairDataset(latents_train.array, op.time_stride)
     val = ResidualPairDataset(latents_val.array, op.time_stride,
                               starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
-    teacher_run = diff_residual_checkpoint["lineage"].get("mlflow_run_id")
-    tag_upstream(STAGE, diff_residual_run=teacher_run, operator_run=op.run_id)
-    result = fit(student, task, train, val, cfg.train, stage=STAGE,
-                 state_dir=project_root() / cfg.state_dir,
-                 fingerprint=run_fingerprint(cfg, f"{op.encoder_hash}:{teacher_run}"),
-                 on_epoch_end=epoch_logger(STAGE))
-    return make_checkpoint(
-        student, result, train_config=cfg.train, normaliser=operator_checkpoint["normaliser"],
-        lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash, operator_run_id=op.run_id,
-                             diff_residual_run_id=teacher_run,
-                             split_manifest_hash=latents_train.meta["split_manifest_hash"]))
+    return _fit_student(cfg, cfg.train, student, task, train, val, op, diff_residual_checkpoint,
+                        operator_checkpoint, latents_train)
 
 
 def _distill_rollout_corrector(cfg: ConsistencyDistillStageConfig, teacher: RolloutCorrector,
@@ -109,17 +105,26 @@ def _distill_rollout_corrector(cfg: ConsistencyDistillStageConfig, teacher: Roll
                               r.first_start)
     task = UnrolledCorrectorTask(op, horizon, r.relative_floor, teacher=teacher,
                                  lambda_teacher=r.lambda_teacher)
+    return _fit_student(cfg, train_cfg, student, task, train, val, op, diff_residual_checkpoint,
+                        operator_checkpoint, latents_train)
+
+
+def _fit_student(cfg: ConsistencyDistillStageConfig, train_cfg: TrainConfig,
+                 student: torch.nn.Module, task: Any, train: Any, val: Any, op: FrozenOperator,
+                 diff_residual_checkpoint: dict, operator_checkpoint: dict,
+                 latents_train: ArrayBundle) -> dict:
+    """Train either student form against the frozen teacher; its checkpoint with lineage."""
     teacher_run = diff_residual_checkpoint["lineage"].get("mlflow_run_id")
-    tag_upstream(STAGE, diff_residual_run=teacher_run, operator_run=op.run_id)
-    result = fit(student, task, train, val, train_cfg, stage=STAGE,
-                 state_dir=project_root() / cfg.state_dir,
-                 fingerprint=run_fingerprint(cfg, f"{op.encoder_hash}:{teacher_run}"),
-                 on_epoch_end=epoch_logger(STAGE))
-    return make_checkpoint(
-        student, result, train_config=train_cfg, normaliser=operator_checkpoint["normaliser"],
-        lineage=make_lineage(STAGE, cfg, encoder_hash=op.encoder_hash, operator_run_id=op.run_id,
-                             diff_residual_run_id=teacher_run,
-                             split_manifest_hash=latents_train.meta["split_manifest_hash"]))
+    ckpt, _ = fit_checkpoint(
+        STAGE, cfg, student, task, train, val, train_config=train_cfg,
+        state_dir=project_root() / cfg.state_dir,
+        upstream_key=f"{op.encoder_hash}:{teacher_run}",
+        upstream_tags={"diff_residual_run": teacher_run, "operator_run": op.run_id},
+        lineage={"encoder_hash": op.encoder_hash, "operator_run_id": op.run_id,
+                 "diff_residual_run_id": teacher_run,
+                 "split_manifest_hash": latents_train.meta["split_manifest_hash"]},
+        normaliser=operator_checkpoint["normaliser"])
+    return ckpt
 
 
 def evaluate_consistency_distill(student_checkpoint: dict, diff_residual_checkpoint: dict,
@@ -128,7 +133,7 @@ def evaluate_consistency_distill(student_checkpoint: dict, diff_residual_checkpo
     """Student with 1 and 2 steps against the Stage 2 teacher with N steps (accuracy and NFE)."""
     cfg = _config(params)
     require_checkpoint(diff_residual_checkpoint, "diff_residual", STAGE)
-    return evaluate_corrector(student_checkpoint, operator_checkpoint, autoencoder_checkpoint,
-                              fields_val, cfg.eval.student_steps, STAGE, cfg.eval.batch_size,
-                              cfg.eval.seed, cfg.teacher_solver,
-                              teacher=(diff_residual_checkpoint, cfg.eval.teacher_steps))
+    return log_corrector_scores(STAGE, corrector_scores(
+        student_checkpoint, operator_checkpoint, autoencoder_checkpoint, fields_val,
+        cfg.eval.student_steps, STAGE, cfg.eval.batch_size, cfg.eval.seed, cfg.teacher_solver,
+        teacher=(diff_residual_checkpoint, cfg.eval.teacher_steps)))

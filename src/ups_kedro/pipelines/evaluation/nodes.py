@@ -21,11 +21,11 @@ from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation import report
 from ups_kedro.evaluation.rollout_file import RolloutSet
 from ups_kedro.evaluation.solver_reference import solver_spec
+from ups_kedro.evaluation.steady import score_steady
 from ups_kedro.evaluation.suite import calibrate_threshold, evaluate_surrogate
+from ups_kedro.evaluation.surrogate import load_surrogate
 from ups_kedro.pipelines.evaluation.config import EvaluationConfig
-from ups_kedro.pipelines.steady_prior.nodes import score_steady
 from ups_kedro.pipelines.tracking import log_metrics
-from ups_kedro.pipelines.upstream import load_surrogate
 
 logger = logging.getLogger(__name__)
 STAGE = "evaluation"
@@ -46,15 +46,14 @@ def pick_split(cfg: EvaluationConfig, fields_val: ArrayBundle,
     return np.asarray(bundle.array[:n], dtype=np.float32), meta
 
 
-def rollout_variants(autoencoder_checkpoint: dict, operator_checkpoint: dict,
-                     diff_residual_checkpoint: dict | None,
-                     consistency_distill_checkpoint: dict | None, fields_val: ArrayBundle,
-                     fields_test: ArrayBundle, raw_source: dict,
-                     params: dict[str, Any]) -> RolloutSet:
-    """Decoded rollouts of persistence, the solver and every surrogate variant on one split."""
+def rollout_variants(fields_val: ArrayBundle, fields_test: ArrayBundle, raw_source: dict,
+                     params: dict[str, Any], **checkpoints: dict | None) -> RolloutSet:
+    """Decoded rollouts of persistence, the solver and every surrogate variant on one split.
+
+    ``checkpoints``: ``{stage: checkpoint}`` of the transient surrogate (``ups_kedro.stages``).
+    """
     cfg = _config(params)
-    surrogate, notes = load_surrogate(autoencoder_checkpoint, operator_checkpoint,
-                                      diff_residual_checkpoint, consistency_distill_checkpoint)
+    surrogate, notes = load_surrogate(checkpoints)
     fields, meta = pick_split(cfg, fields_val, fields_test)
     variants = cfg.variants
     gated = variants.gated

@@ -1,18 +1,19 @@
 """``evaluation``: decoded autoregressive rollouts of every variant, scored the PDEBench way.
 
 Inputs are the stages' own catalog datasets, so in ``__default__`` it runs after them and
-kedro-viz draws the edges; Stage 2/3 checkpoints are optional (absent → variant skipped).
+kedro-viz draws the edges; corrector checkpoints (``ups_kedro.stages``) are optional (absent →
+variant skipped).
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from ups_kedro.pipelines.evaluation import nodes
-from ups_kedro.pipelines.upstream import STAGE_CHECKPOINTS
+from ups_kedro.pipelines.upstream import CHECKPOINT_DATASETS, CHECKPOINT_INPUTS
 
 STAGE = "evaluation"
 PARAMS = f"params:{STAGE}"
 UPSTREAM = {
-    **STAGE_CHECKPOINTS,
+    **CHECKPOINT_DATASETS,
     "fields_val": "data_processing.fields_val",
     "fields_test": "data_processing.fields_test",
     "raw_source": "data_processing.raw_source",
@@ -28,9 +29,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(nodes.rollout_variants,
-                 ["autoencoder_checkpoint", "operator_checkpoint", "diff_residual_checkpoint",
-                  "consistency_distill_checkpoint", "fields_val", "fields_test", "raw_source",
-                  PARAMS], "rollouts", name="rollout_variants"),
+                 {"fields_val": "fields_val", "fields_test": "fields_test",
+                  "raw_source": "raw_source", "params": PARAMS, **CHECKPOINT_INPUTS},
+                 "rollouts", name="rollout_variants"),
             Node(nodes.score_evaluation, ["rollouts", "raw_source", PARAMS],
                  ["metrics_table", "horizon_table"], name="score_evaluation"),
             Node(nodes.render_report, ["rollouts", "metrics_table", "horizon_table", PARAMS],

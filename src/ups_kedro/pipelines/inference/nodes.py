@@ -19,12 +19,12 @@ from ups_kedro.data.initial_condition import read_coefficients, read_initial_con
 from ups_kedro.datasets.checkpoint_dataset import CheckpointDataset
 from ups_kedro.errors import InputFileError
 from ups_kedro.evaluation.report import steady_figure, trajectory_figure
+from ups_kedro.evaluation.steady import predict_steady
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines.inference.config import InferenceConfig
-from ups_kedro.pipelines.promotion.pyfunc import SurrogateModel
-from ups_kedro.pipelines.promotion.registry import load_registered
-from ups_kedro.pipelines.steady_prior.nodes import predict_steady
-from ups_kedro.pipelines.upstream import STAGES
+from ups_kedro.serving.pyfunc import SurrogateModel
+from ups_kedro.serving.registry import load_registered
+from ups_kedro.stages import BASE_STAGES, CORRECTORS
 
 logger = logging.getLogger(__name__)
 STAGE = "inference"
@@ -52,13 +52,24 @@ def _surrogate(cfg: InferenceConfig) -> tuple[SurrogateModel, str, dict]:
         model.setup(champion.checkpoints)
         return (model, f"{cfg.model_name} v{champion.version} (@{cfg.alias})",
                 champion.checkpoints["autoencoder"])
-    paths = cfg.checkpoints
-    checkpoints = {stage: _load(getattr(paths, stage), optional=stage not in STAGES[:2])
-                   for stage in STAGES}
+    paths = checkpoint_paths(cfg)
+    checkpoints = {stage: _load(path, optional=stage not in BASE_STAGES)
+                   for stage, path in paths.items()}
     model = SurrogateModel(cfg.variant or "operator", to_dict(cfg.variants))
     model.setup(checkpoints)
-    return (model, "checkpoints " + ", ".join(f"{k}={getattr(paths, k)}" for k in STAGES),
+    return (model, "checkpoints " + ", ".join(f"{k}={v}" for k, v in paths.items()),
             checkpoints["autoencoder"])
+
+
+def checkpoint_paths(cfg: InferenceConfig) -> dict[str, str | None]:
+    """``{stage: path}`` of the transient surrogate for ``source: checkpoints``.
+
+    A corrector without its own ``inference.checkpoints`` key reads the path its catalog
+    writes (:attr:`ups_kedro.stages.CorrectorStage.default_path`).
+    """
+    paths = to_dict(cfg.checkpoints)
+    return {**{stage: paths[stage] for stage in BASE_STAGES},
+            **{c.name: paths.get(c.name, c.default_path) for c in CORRECTORS}}
 
 
 def _check_grid(u0: np.ndarray, autoencoder: dict, path: Any) -> None:

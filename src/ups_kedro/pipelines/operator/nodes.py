@@ -19,12 +19,11 @@ from ups_kedro.evaluation.variants import flatten_scores, operator_variant, scor
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
 from ups_kedro.pipelines import stage_cache
-from ups_kedro.pipelines.lineage import make_lineage, require_meta, require_same, tag_upstream
+from ups_kedro.pipelines.lineage import require_meta, require_same
 from ups_kedro.pipelines.operator.config import OperatorStageConfig
-from ups_kedro.pipelines.tracking import epoch_logger, log_metrics
-from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint
-from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.launcher import fit
+from ups_kedro.pipelines.tracking import log_metrics
+from ups_kedro.pipelines.train_stage import fit_checkpoint
+from ups_kedro.training.artifacts import freeze, load_module
 from ups_kedro.training.operator import OperatorTask
 
 logger = logging.getLogger(__name__)
@@ -139,23 +138,20 @@ def train_operator(
                                       cfg.train_start_stride, first_start=first)
     val = pairs(latents_val, fields_val,
                 starts=range(0, latents_val.array.shape[1], cfg.val_start_stride))
-    tag_upstream(STAGE, encoder_hash=encoder_hash,
-                 autoencoder_run=autoencoder_checkpoint["lineage"].get("mlflow_run_id"))
     selection = (rollout_selection_metric(ae_module, fields_val, normaliser, dt, cfg.time_stride,
                                           cfg.eval.batch_size)
                  if cfg.select_on_rollout else None)
     task = OperatorTask(cfg.loss, dt, autoencoder, origin, rollout_metric=selection)
-    result = fit(model, task, train, val, cfg.train,
-                 stage=STAGE, state_dir=project_root() / cfg.state_dir,
-                 fingerprint=run_fingerprint(cfg, encoder_hash),
-                 on_epoch_end=epoch_logger(STAGE))
-    return make_checkpoint(
-        model, result, train_config=cfg.train, normaliser=normaliser,
-        lineage=make_lineage(
-            STAGE, cfg, encoder_hash=encoder_hash,
-            split_manifest_hash=latents_train.meta["split_manifest_hash"],
-            autoencoder_run_id=autoencoder_checkpoint["lineage"].get("mlflow_run_id")),
-        extra={"dt": dt, "time_stride": cfg.time_stride})
+    autoencoder_run = autoencoder_checkpoint["lineage"].get("mlflow_run_id")
+    ckpt, _ = fit_checkpoint(
+        STAGE, cfg, model, task, train, val, train_config=cfg.train,
+        state_dir=project_root() / cfg.state_dir, upstream_key=encoder_hash,
+        upstream_tags={"encoder_hash": encoder_hash, "autoencoder_run": autoencoder_run},
+        lineage={"encoder_hash": encoder_hash,
+                 "split_manifest_hash": latents_train.meta["split_manifest_hash"],
+                 "autoencoder_run_id": autoencoder_run},
+        normaliser=normaliser, extra={"dt": dt, "time_stride": cfg.time_stride})
+    return ckpt
 
 
 def evaluate_operator(operator_checkpoint: dict, autoencoder_checkpoint: dict,

@@ -20,11 +20,11 @@ from ups_kedro.config import parse, to_dict
 from ups_kedro.datasets.array_dataset import ArrayBundle
 from ups_kedro.evaluation import metrics
 from ups_kedro.evaluation.gates import GateParams, decide, pick_candidate
-from ups_kedro.evaluation.suite import evaluate_surrogate
+from ups_kedro.evaluation.suite import VariantParams, evaluate_surrogate
+from ups_kedro.evaluation.surrogate import load_surrogate, present_checkpoints
 from ups_kedro.pipelines.promotion.config import PromotionConfig
-from ups_kedro.pipelines.promotion.registry import load_registered, register
 from ups_kedro.pipelines.tracking import active_run_id, log_metrics, set_tags
-from ups_kedro.pipelines.upstream import STAGES, is_present, load_surrogate
+from ups_kedro.serving.registry import load_registered, register
 
 logger = logging.getLogger(__name__)
 STAGE = "promotion"
@@ -37,7 +37,7 @@ def _config(params: dict[str, Any]) -> PromotionConfig:
 def _nrmse(fields: np.ndarray, meta: dict, checkpoints: dict[str, dict | None],
            cfg: PromotionConfig, only: set[str] | None = None) -> dict[str, float]:
     """``{variant: nRMSE}`` (PDEBench, decoded, physical units) of a surrogate on ``fields``."""
-    surrogate, notes = load_surrogate(*(checkpoints.get(k) for k in STAGES))
+    surrogate, notes = load_surrogate(checkpoints)
     rs = evaluate_surrogate(surrogate, fields, meta, cfg.variants, only=only)
     for note in notes + rs.notes:
         logger.info("promotion: %s", note)
@@ -55,8 +55,8 @@ def _gate(name: str, bundle: ArrayBundle, n: int | None, checkpoints: dict[str, 
     if champion is not None:
         try:
             champion_scores = _nrmse(fields, bundle.meta, champion.checkpoints,
-                                     replace(cfg, variants=parse(type(cfg.variants),
-                                                                 champion.variant_params, "")),
+                                     replace(cfg, variants=parse(VariantParams, VariantParams.upgrade(
+                                         champion.variant_params), "")),
                                      only={champion.variant})
         except Exception as exc:  # e.g. another grid: not comparable, so no silent pass
             raise ValueError(
@@ -78,44 +78,34 @@ def _gate(name: str, bundle: ArrayBundle, n: int | None, checkpoints: dict[str, 
     return record
 
 
-def _checkpoints(*ckpts: dict | None) -> dict[str, dict | None]:
-    return dict(zip(STAGES, ckpts))
+def gate_on_validation(fields_val: ArrayBundle, params: dict[str, Any],
+                       **checkpoints: dict | None) -> dict:
+    """Small evaluation (the first ``val_trajectories`` of validation), gated vs the champion.
 
-
-def gate_on_validation(autoencoder_checkpoint: dict, operator_checkpoint: dict,
-                       diff_residual_checkpoint: dict | None,
-                       consistency_distill_checkpoint: dict | None, fields_val: ArrayBundle,
-                       params: dict[str, Any]) -> dict:
-    """Small evaluation (the first ``val_trajectories`` of validation), gated vs the champion."""
+    ``checkpoints``: ``{stage: checkpoint}`` of the transient surrogate (``ups_kedro.stages``).
+    """
     cfg = _config(params)
-    return _gate("validation", fields_val, cfg.val_trajectories,
-                 _checkpoints(autoencoder_checkpoint, operator_checkpoint,
-                              diff_residual_checkpoint, consistency_distill_checkpoint),
-                 cfg, cfg.validation_gate)
+    return _gate("validation", fields_val, cfg.val_trajectories, checkpoints, cfg,
+                 cfg.validation_gate)
 
 
-def gate_on_test(validation_gate: dict, autoencoder_checkpoint: dict, operator_checkpoint: dict,
-                 diff_residual_checkpoint: dict | None,
-                 consistency_distill_checkpoint: dict | None, fields_test: ArrayBundle,
-                 params: dict[str, Any]) -> dict:
+def gate_on_test(validation_gate: dict, fields_test: ArrayBundle, params: dict[str, Any],
+                 **checkpoints: dict | None) -> dict:
     """Full test-split evaluation of the variant chosen on validation, gated again."""
     cfg = _config(params)
     if not validation_gate["passed"]:
         return {"gate": "test", "passed": False, "skipped": True,
                 "reasons": ["validation gate failed: test evaluation not run"]}
-    return _gate("test", fields_test, None,
-                 _checkpoints(autoencoder_checkpoint, operator_checkpoint,
-                              diff_residual_checkpoint, consistency_distill_checkpoint),
-                 cfg, cfg.test_gate, variant=validation_gate["candidate_variant"])
+    return _gate("test", fields_test, None, checkpoints, cfg, cfg.test_gate,
+                 variant=validation_gate["candidate_variant"])
 
 
-def register_champion(validation_gate: dict, test_gate: dict, autoencoder_checkpoint: dict,
-                      operator_checkpoint: dict, diff_residual_checkpoint: dict | None,
-                      consistency_distill_checkpoint: dict | None, fields_val: ArrayBundle,
-                      params: dict[str, Any]) -> dict:
+def register_champion(validation_gate: dict, test_gate: dict, fields_val: ArrayBundle,
+                      params: dict[str, Any], **checkpoints: dict | None) -> dict:
     """Register the candidate and move the alias when both gates passed; record the decision.
 
-    The model's input example is the first frame of two validation trajectories [2, *space, C].
+    The model's input example is the first frame of two validation trajectories [2, *space, C];
+    its artifacts are the present checkpoints (absent or switched-off correctors left out).
     """
     cfg = _config(params)
     promoted = bool(validation_gate["passed"] and test_gate["passed"])
@@ -124,20 +114,16 @@ def register_champion(validation_gate: dict, test_gate: dict, autoencoder_checkp
                 "validation": validation_gate, "test": test_gate, "version": None,
                 "run_id": active_run_id()}
     if promoted:
-        checkpoints = _checkpoints(autoencoder_checkpoint, operator_checkpoint,
-                                   diff_residual_checkpoint if is_present(
-                                       diff_residual_checkpoint) else None,
-                                   consistency_distill_checkpoint if is_present(
-                                       consistency_distill_checkpoint) else None)
+        operator_lineage = checkpoints["operator"]["lineage"]
         decision["version"] = register(
-            checkpoints, decision["variant"], to_dict(cfg.variants), cfg.model_name, cfg.alias,
+            present_checkpoints(checkpoints), decision["variant"], to_dict(cfg.variants),
+            cfg.model_name, cfg.alias,
             tags={"ups.variant": decision["variant"],
                   "ups.test_nrmse": f"{test_gate['candidate_nrmse']:.6g}",
                   "ups.validation_nrmse": f"{validation_gate['candidate_nrmse']:.6g}",
                   "ups.test_trajectories": str(test_gate["trajectories"]),
-                  "ups.split_manifest_hash": str(operator_checkpoint["lineage"].get(
-                      "split_manifest_hash")),
-                  "ups.encoder_hash": operator_checkpoint["lineage"]["encoder_hash"]},
+                  "ups.split_manifest_hash": str(operator_lineage.get("split_manifest_hash")),
+                  "ups.encoder_hash": operator_lineage["encoder_hash"]},
             example=np.asarray(fields_val.array[:2, 0], dtype=np.float32))
     reasons = test_gate["reasons"] or validation_gate["reasons"]
     set_tags({"ups.promotion.variant": decision["variant"],

@@ -4,13 +4,12 @@ orchestrator done right — validation gate, test gate, registry, leaderboard.""
 from kedro.pipeline import Node, Pipeline
 
 from ups_kedro.pipelines.promotion import nodes
-from ups_kedro.pipelines.upstream import STAGE_CHECKPOINTS
+from ups_kedro.pipelines.upstream import CHECKPOINT_DATASETS, CHECKPOINT_INPUTS
 
 STAGE = "promotion"
 PARAMS = f"params:{STAGE}"
-CHECKPOINTS = list(STAGE_CHECKPOINTS)
 UPSTREAM = {
-    **STAGE_CHECKPOINTS,
+    **CHECKPOINT_DATASETS,
     "fields_val": "data_processing.fields_val",
     "fields_test": "data_processing.fields_test",
 }
@@ -19,13 +18,16 @@ UPSTREAM = {
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(nodes.gate_on_validation, [*CHECKPOINTS, "fields_val", PARAMS],
+            Node(nodes.gate_on_validation,
+                 {"fields_val": "fields_val", "params": PARAMS, **CHECKPOINT_INPUTS},
                  "validation_gate", name="gate_on_validation"),
-            Node(nodes.gate_on_test, ["validation_gate", *CHECKPOINTS, "fields_test", PARAMS],
-                 "test_gate", name="gate_on_test"),
+            Node(nodes.gate_on_test,
+                 {"validation_gate": "validation_gate", "fields_test": "fields_test",
+                  "params": PARAMS, **CHECKPOINT_INPUTS}, "test_gate", name="gate_on_test"),
             Node(nodes.register_champion,
-                 ["validation_gate", "test_gate", *CHECKPOINTS, "fields_val", PARAMS], "decision",
-                 name="register_champion"),
+                 {"validation_gate": "validation_gate", "test_gate": "test_gate",
+                  "fields_val": "fields_val", "params": PARAMS, **CHECKPOINT_INPUTS},
+                 "decision", name="register_champion"),
             Node(nodes.build_leaderboard, ["decision", PARAMS], "leaderboard",
                  name="build_leaderboard"),
         ],

@@ -1,4 +1,4 @@
-"""Nodes of the ``steady_prior`` pipeline (Stage 4) and steady-mode inference.
+"""Nodes of the ``steady_prior`` pipeline (Stage 4).
 
 Data come from the ``data_processing`` pipeline (block ``data_processing.steady``): a built-in
 Darcy problem (or a real PDEBench Darcy file) split into prepared solutions and coefficients
@@ -12,49 +12,38 @@ The stage skips (every node writes a small ``skipped`` record instead of its art
 metrics say why) when ``steady_prior.train.epochs`` is 0, or when ``data_processing`` wrote
 skipped records for the steady data (``data_processing.steady.enabled: false``); the latter is
 logged as a warning, since the stage was asked to train.
-:class:`SteadyPredictor` / :func:`predict_steady` are the inference entry points for later
-stages.
+The predictor and its scoring (also used by evaluation and inference) are library code:
+:mod:`ups_kedro.evaluation.steady`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from ups_kedro.config import ConfigError, follow_data, parse, to_dict
-from ups_kedro.data.steady import (
-    conditioning_fields,
-    is_skipped,
-    mean_field,
-    skip_reason,
-    skipped_record,
-)
+from ups_kedro.data.steady import is_skipped, skip_reason, skipped_record
 from ups_kedro.data.torch_data import FrameDataset, normaliser_tensors
 from ups_kedro.datasets.array_dataset import ArrayBundle
-from ups_kedro.evaluation import metrics
-from ups_kedro.evaluation.rollout import reconstruct
+from ups_kedro.evaluation.steady import (
+    encode_solutions,
+    score_steady,
+    steady_conditioning,
+    torch_threads,
+)
+from ups_kedro.models.builders import build_autoencoder
 from ups_kedro.models.registry import build_model
 from ups_kedro.paths import project_root
-from ups_kedro.pipelines.autoencoder.nodes import build_autoencoder
 from ups_kedro.pipelines import stage_cache
-from ups_kedro.pipelines.lineage import make_lineage, require_meta, require_same, tag_upstream
+from ups_kedro.pipelines.lineage import make_lineage, require_meta, require_same
 from ups_kedro.pipelines.steady_prior.config import SteadyPriorStageConfig
-from ups_kedro.pipelines.tracking import epoch_logger, log_metrics, set_tags
-from ups_kedro.training.artifacts import freeze, load_module, make_checkpoint, module_hash
+from ups_kedro.pipelines.tracking import log_metrics, set_tags
+from ups_kedro.pipelines.train_stage import fit_checkpoint
+from ups_kedro.training.artifacts import freeze, load_module, module_hash
 from ups_kedro.training.autoencoder import AutoencoderTask
-from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.launcher import fit
-from ups_kedro.training.steady import (
-    SteadyLatentDataset,
-    SteadyPriorTask,
-    conditioning_tokens,
-    mean_initial_guess,
-)
+from ups_kedro.training.steady import SteadyLatentDataset, SteadyPriorTask, mean_initial_guess
 
 logger = logging.getLogger(__name__)
 STAGE = "steady_prior"
@@ -69,18 +58,6 @@ def _config(params: dict[str, Any]) -> SteadyPriorStageConfig:
                           "data are prepared by the data_processing pipeline): move the block "
                           "there")
     return parse(SteadyPriorStageConfig, params, STAGE)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` torch threads (None: unchanged), restoring the count afterwards."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,20 +144,17 @@ def train_steady_autoencoder(solutions_train: ArrayBundle, solutions_val: ArrayB
         torch.manual_seed(ae_cfg.train.seed)
         model = build_autoencoder(ae_cfg, solutions_train.array.shape)
         mean, std = normaliser_tensors(normaliser)
-        tag_upstream(AE_STAGE, split_manifest=manifest_hash)
-        result = fit(
-            model, AutoencoderTask(ae_cfg.loss, mean, std),
+        ckpt, result = fit_checkpoint(
+            AE_STAGE, ae_cfg, model, AutoencoderTask(ae_cfg.loss, mean, std),
             FrameDataset(solutions_train.array, normaliser),
-            FrameDataset(solutions_val.array, normaliser), ae_cfg.train, stage=AE_STAGE,
+            FrameDataset(solutions_val.array, normaliser), train_config=ae_cfg.train,
             state_dir=project_root() / cfg.state_dir / "autoencoder",
-            fingerprint=run_fingerprint(ae_cfg, manifest_hash),
-            on_epoch_end=epoch_logger(AE_STAGE))
-    ckpt = make_checkpoint(
-        model, result, train_config=ae_cfg.train, normaliser=normaliser,
-        lineage=make_lineage(AE_STAGE, ae_cfg, split_manifest_hash=manifest_hash,
-                             source_fingerprint=solutions_train.meta["source_fingerprint"]),
-        extra={"fields_meta": {k: solutions_train.meta[k] for k in
-                               ("axes", "channels", "coords", "beta")}})
+            upstream_key=manifest_hash, upstream_tags={"split_manifest": manifest_hash},
+            lineage={"split_manifest_hash": manifest_hash,
+                     "source_fingerprint": solutions_train.meta["source_fingerprint"]},
+            normaliser=normaliser,
+            extra={"fields_meta": {k: solutions_train.meta[k] for k in
+                                   ("axes", "channels", "coords", "beta")}})
     ckpt["lineage"]["encoder_hash"] = module_hash(load_module(ckpt).encoder)
     logger.info("steady_prior autoencoder: best epoch %d, val loss %.3e, encoder hash %s",
                 result.best_epoch, result.best_val_loss, ckpt["lineage"]["encoder_hash"])
@@ -190,33 +164,6 @@ def train_steady_autoencoder(solutions_train: ArrayBundle, solutions_val: ArrayB
 # ------------------------------------------------------------------------------------------------
 # (3) the steady prior
 # ------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def encode_solutions(autoencoder, solutions: np.ndarray, normaliser: dict,
-                     batch_size: int = 256) -> torch.Tensor:
-    """``z* [n, N, D]`` of physical solutions ``[n, 1, X, Y, C]`` (or ``[n, X, Y, C]``)."""
-    mean, std = normaliser_tensors(normaliser)
-    n = solutions.shape[0]
-    out = []
-    for start in range(0, n, batch_size):
-        u = torch.from_numpy(np.asarray(solutions[start:start + batch_size], dtype=np.float32))
-        u = u.reshape(u.shape[0], *u.shape[-3:])  # drop the single time axis
-        out.append(autoencoder.encode((u - mean) / std))
-    return torch.cat(out)
-
-
-def steady_conditioning(nu: np.ndarray, beta: float | np.ndarray, normaliser: dict,
-                        latent_tokens: int) -> torch.Tensor:
-    """Conditioning tokens ``[n, N, Cc]`` of coefficient fields and forcing(s)."""
-    fields = conditioning_fields(nu, beta, normaliser)
-    side = round(latent_tokens ** 0.5)
-    if side * side != latent_tokens or any(n % side for n in fields.shape[1:3]):
-        raise ConfigError(
-            f"steady_prior.autoencoder.latent.tokens={latent_tokens} must be a square whose "
-            f"root divides the grid {tuple(fields.shape[1:3])}: the conditioning is cut into "
-            "the same token grid")
-    return conditioning_tokens(torch.from_numpy(fields), latent_tokens)
-
-
 def build_steady_prior(cfg: SteadyPriorStageConfig, latent_tokens: int, latent_dim: int,
                        cond_dim: int):
     """An untrained SteadyPrior sized from the parameters and the latent/conditioning layout."""
@@ -265,156 +212,23 @@ def train_steady_prior(
         z0 = mean_initial_guess(z_train)  # training split only; stored for inference
         torch.manual_seed(cfg.train.seed)
         prior = build_steady_prior(cfg, tokens, int(z_train.shape[-1]), int(cond_train.shape[-1]))
-        tag_upstream(STAGE, encoder_hash=encoder_hash, split_manifest=manifest_hash,
-                     autoencoder_run=lineage.get("mlflow_run_id"))
-        result = fit(
-            prior, SteadyPriorTask(cfg.loss.lambda_intermediate),
+        ckpt, result = fit_checkpoint(
+            STAGE, cfg, prior, SteadyPriorTask(cfg.loss.lambda_intermediate),
             SteadyLatentDataset(z_train, cond_train, z0), SteadyLatentDataset(z_val, cond_val, z0),
-            cfg.train, stage=STAGE, state_dir=project_root() / cfg.state_dir / "prior",
-            fingerprint=run_fingerprint(
-                {"model": to_dict(cfg.model), "loss": to_dict(cfg.loss)},
-                f"{encoder_hash}|{manifest_hash}"),
-            on_epoch_end=epoch_logger(STAGE))
-    ckpt = make_checkpoint(
-        prior, result, train_config=cfg.train, normaliser=normaliser,
-        lineage=make_lineage(STAGE, cfg, encoder_hash=encoder_hash,
-                             split_manifest_hash=manifest_hash,
-                             source_fingerprint=solutions_train.meta["source_fingerprint"],
-                             autoencoder_run_id=lineage.get("mlflow_run_id")),
-        extra={"z0": z0.clone(), "grid_shape": list(autoencoder.cfg.encoder.grid_shape),
-               "beta": float(coefficients_train.meta["beta"])})
+            train_config=cfg.train, state_dir=project_root() / cfg.state_dir / "prior",
+            fingerprint_config={"model": to_dict(cfg.model), "loss": to_dict(cfg.loss)},
+            upstream_key=f"{encoder_hash}|{manifest_hash}",
+            upstream_tags={"encoder_hash": encoder_hash, "split_manifest": manifest_hash,
+                           "autoencoder_run": lineage.get("mlflow_run_id")},
+            lineage={"encoder_hash": encoder_hash, "split_manifest_hash": manifest_hash,
+                     "source_fingerprint": solutions_train.meta["source_fingerprint"],
+                     "autoencoder_run_id": lineage.get("mlflow_run_id")},
+            normaliser=normaliser,
+            extra={"z0": z0.clone(), "grid_shape": list(autoencoder.cfg.encoder.grid_shape),
+                   "beta": float(coefficients_train.meta["beta"])})
     logger.info("steady_prior: best epoch %d, val loss %.3e (encoder %s)", result.best_epoch,
                 result.best_val_loss, encoder_hash)
     return ckpt
-
-
-# ------------------------------------------------------------------------------------------------
-# inference in steady mode
-# ------------------------------------------------------------------------------------------------
-class SteadyPredictor:
-    """Steady-mode inference: conditioning (+ optional initial guess) → decoded steady field.
-
-    Build it once with :meth:`from_checkpoints`; every output is physical and channels-last.
-    """
-
-    def __init__(self, prior, autoencoder, z0: torch.Tensor, normaliser: dict,
-                 beta: float) -> None:
-        self.prior, self.autoencoder = freeze(prior), freeze(autoencoder)
-        self.z0, self.normaliser, self.beta = z0.float(), normaliser, float(beta)
-        self.mean, self.std = normaliser_tensors(normaliser)
-        self.tokens = autoencoder.cfg.encoder.latent_tokens
-        self.num_steps = prior.cfg.num_steps
-
-    @classmethod
-    def from_checkpoints(cls, prior_checkpoint: dict, autoencoder_checkpoint: dict
-                         ) -> SteadyPredictor:
-        skipped = [c for c in (prior_checkpoint, autoencoder_checkpoint) if is_skipped(c)]
-        if skipped:
-            raise ValueError(
-                f"no steady prior to run: Stage 4 was skipped when it was written "
-                f"({skip_reason(skipped[0])}); set steady_prior.train.epochs > 0 (with "
-                "data_processing.steady.enabled: true) and re-run the pipelines")
-        require_same("encoder", autoencoder_checkpoint["lineage"]["encoder_hash"],
-                     prior_checkpoint["lineage"]["encoder_hash"],
-                     "The steady prior was trained on another autoencoder's latents: re-run it.")
-        return cls(load_module(prior_checkpoint), load_module(autoencoder_checkpoint),
-                   prior_checkpoint["z0"], prior_checkpoint["normaliser"],
-                   prior_checkpoint["beta"])
-
-    def _decode(self, z: torch.Tensor) -> np.ndarray:
-        return (self.autoencoder.decode(z) * self.std + self.mean).numpy()
-
-    @torch.no_grad()
-    def latent_trajectory(self, nu: np.ndarray, beta: float | np.ndarray | None = None,
-                          initial_guess: np.ndarray | None = None) -> torch.Tensor:
-        """Latent states ``[n, num_steps + 1, N, D]`` (``[:, 0]`` is the initial guess).
-
-        Args:
-            nu: coefficient fields ``[n, X, Y]`` or ``[n, X, Y, 1]``.
-            beta: forcing (scalar or ``[n]``); default: the training forcing.
-            initial_guess: optional physical field ``[n, X, Y, C]`` (or ``[n, 1, X, Y, C]``),
-                encoded as ``z0``; default: the training-mean latent.
-        """
-        cond = steady_conditioning(nu, self.beta if beta is None else beta, self.normaliser,
-                                   self.tokens)
-        if initial_guess is None:
-            z0 = self.z0.expand(cond.shape[0], -1, -1)
-        else:
-            z0 = encode_solutions(self.autoencoder, np.asarray(initial_guess), self.normaliser)
-        return self.prior.trajectory(z0, cond)
-
-    @torch.no_grad()
-    def trajectory(self, nu: np.ndarray, beta: float | np.ndarray | None = None,
-                   initial_guess: np.ndarray | None = None, batch_size: int = 64) -> np.ndarray:
-        """Decoded fields after 0..num_steps refinements: ``[n, num_steps + 1, X, Y, C]``."""
-        out = []
-        beta_arr = np.broadcast_to(np.asarray(self.beta if beta is None else beta,
-                                              dtype=np.float64).reshape(-1), (len(nu),))
-        for start in range(0, len(nu), batch_size):
-            sl = slice(start, start + batch_size)
-            states = self.latent_trajectory(
-                nu[sl], beta_arr[sl], None if initial_guess is None else initial_guess[sl])
-            b, s = states.shape[:2]
-            out.append(self._decode(states.reshape(b * s, *states.shape[2:]))
-                       .reshape(b, s, *self.autoencoder.cfg.encoder.grid_shape, -1))
-        return np.concatenate(out)
-
-    @torch.no_grad()
-    def predict(self, nu: np.ndarray, beta: float | np.ndarray | None = None,
-                initial_guess: np.ndarray | None = None, steps: int | None = None) -> np.ndarray:
-        """The decoded steady field ``[n, X, Y, C]`` after ``steps`` (default all) refinements."""
-        steps = self.num_steps if steps is None else steps
-        if not 0 <= steps <= self.num_steps:
-            raise ValueError(f"steps must be in 0..{self.num_steps}, got {steps}")
-        return self._decode(self.latent_trajectory(nu, beta, initial_guess)[:, steps])
-
-
-def predict_steady(prior_checkpoint: dict, autoencoder_checkpoint: dict, nu: np.ndarray,
-                   beta: float | np.ndarray | None = None,
-                   initial_guess: np.ndarray | None = None,
-                   steps: int | None = None) -> np.ndarray:
-    """One-call steady-mode inference (see :class:`SteadyPredictor`): ``[n, X, Y, C]``."""
-    predictor = SteadyPredictor.from_checkpoints(prior_checkpoint, autoencoder_checkpoint)
-    return predictor.predict(nu, beta, initial_guess, steps)
-
-
-# ------------------------------------------------------------------------------------------------
-# (4) evaluation
-# ------------------------------------------------------------------------------------------------
-def _nrmse(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean PDEBench nRMSE of steady fields ``[n, 1, X, Y, C]`` (T = 1)."""
-    return float(metrics.nrmse(pred, truth).mean())
-
-
-def score_steady(checkpoint: dict, autoencoder_checkpoint: dict, solutions_train: ArrayBundle,
-                 solutions: ArrayBundle, coefficients: ArrayBundle, batch_size: int = 64,
-                 threads: int | None = None) -> dict[str, Any]:
-    """Decoded steady-field nRMSE on one split after each refinement, beside the baselines.
-
-    Keys: ``nrmse`` (all refinements), ``nrmse_step_k``, ``nrmse_by_step`` (list, k = 0 is the
-    initial guess), ``nrmse_initial_guess``, ``nrmse_mean_field`` (training-mean field),
-    ``recon_nrmse`` (the autoencoder's floor), ``gain_vs_*``, ``n`` (samples).
-    """
-    predictor = SteadyPredictor.from_checkpoints(checkpoint, autoencoder_checkpoint)
-    truth = np.asarray(solutions.array, dtype=np.float32)  # [n, 1, X, Y, C]
-    with torch_threads(threads):
-        fields = predictor.trajectory(np.asarray(coefficients.array), coefficients.meta["beta"],
-                                      batch_size=batch_size)  # [n, S+1, X, Y, C]
-        recon = reconstruct(truth, predictor.normaliser, predictor.autoencoder.encode,
-                            predictor.autoencoder.decode, batch_size)
-    by_step = [_nrmse(fields[:, k:k + 1], truth) for k in range(fields.shape[1])]
-    baseline_mean = _nrmse(np.broadcast_to(mean_field(solutions_train.array), truth.shape), truth)
-    return {
-        "nrmse": by_step[-1],
-        "nrmse_initial_guess": by_step[0],
-        "nrmse_mean_field": baseline_mean,
-        "recon_nrmse": _nrmse(recon, truth),
-        **{f"nrmse_step_{k}": v for k, v in enumerate(by_step) if k > 0},
-        "gain_vs_initial_guess": by_step[0] / max(by_step[-1], 1e-12),
-        "gain_vs_mean_field": baseline_mean / max(by_step[-1], 1e-12),
-        "nrmse_by_step": by_step,
-        "n": int(truth.shape[0]),
-    }
 
 
 def evaluate_steady_prior(checkpoint: dict, autoencoder_checkpoint: dict,

@@ -1,11 +1,11 @@
 """MLflow Model Registry access for promotion and inference (the only registry code).
 
-A registered version is a pyfunc model (:class:`~ups_kedro.pipelines.promotion.pyfunc.
+A registered version is a pyfunc model (:class:`~ups_kedro.serving.pyfunc.
 SurrogateModel`) whose artifacts are the stage checkpoints; version tags record the promoted
 variant, its scores and the data it was judged on.
 
 What makes a version usable elsewhere: a signature with the ``n_steps`` inference parameter and
-an input example (:func:`~ups_kedro.pipelines.promotion.pyfunc.signature`), the ``ups_kedro``
+an input example (:func:`~ups_kedro.serving.pyfunc.signature`), the ``ups_kedro``
 package logged with the model (``code_paths``) and exact pins of the packages it imports, and
 the run that produced it (``run_id`` on the version).  Stage checkpoints of any run can be
 loaded back by run id with :func:`load_run_checkpoint`.
@@ -26,8 +26,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import ups_kedro
-from ups_kedro.pipelines.promotion.pyfunc import SurrogateModel, signature
-from ups_kedro.pipelines.upstream import STAGES
+from ups_kedro.serving.pyfunc import SurrogateModel, signature
+from ups_kedro.stages import TRANSIENT_STAGES
 from ups_kedro.training.checkpoint import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def register(checkpoints: dict[str, dict], variant: str, variant_params: dict, m
     run = mlflow.active_run()
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {}
-        for stage in STAGES:
+        for stage in TRANSIENT_STAGES:
             if checkpoints.get(stage) is not None:
                 path = Path(tmp) / f"{stage}.pt"
                 atomic_torch_save(checkpoints[stage], path)
