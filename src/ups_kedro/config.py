@@ -140,7 +140,7 @@ class Checked:
         """Check the declared bounds and :meth:`check` here and in every nested config.
 
         A config that already passed under the same key path (e.g. parsed by :func:`parse`,
-        then handed to ``training.loop.fit``) is not checked again: frozen, it cannot have
+        then handed to ``training.launcher.fit``) is not checked again: frozen, it cannot have
         changed.
         """
         where = self.WHERE if where is None else where

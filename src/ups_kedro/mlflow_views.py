@@ -33,20 +33,21 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ups_kedro.stages import BASE_STAGES, CORRECTORS, corrector_names
+
 logger = logging.getLogger(__name__)
 
 #: Params shown in names/descriptions, per stage (``<stage>.<key>``), when the run logged them.
 KEY_SETTINGS = {
     "autoencoder": ("latent.dim", "latent.tokens", "train.epochs"),
     "operator": ("model.architecture", "model.hidden_dim", "train.epochs"),
-    "diff_residual": ("model.architecture", "sampler.steps", "train.epochs"),
-    "consistency_distill": ("train.epochs", "eval.student_steps"),
+    **{c.name: c.key_settings for c in CORRECTORS},
     "steady_prior": ("train.epochs",),
     "evaluation": ("split", "max_trajectories"),
     "promotion": ("variant", "val_trajectories"),
 }
-STAGE_ORDER = ("data_processing", "autoencoder", "operator", "diff_residual",
-               "consistency_distill", "steady_prior", "evaluation", "promotion", "inference")
+STAGE_ORDER = ("data_processing", *BASE_STAGES, *corrector_names(), "steady_prior", "evaluation",
+               "promotion", "inference")
 #: Reference rows of the evaluation that are not learned surrogates.
 BASELINES = ("persistence", "solver")
 STAGE_EXPERIMENT_SUFFIX = "_stages"
@@ -173,7 +174,7 @@ def run_name(pipeline: str, env: str, params: Mapping[str, str], stages: list[st
     parts = [pipeline, env]
     if "operator.model.architecture" in params:
         parts.append(params["operator.model.architecture"])
-    correctors = [s for s in ("diff_residual", "consistency_distill") if s in stages]
+    correctors = [s for s in corrector_names() if s in stages]
     if correctors:
         parts.append("+" + "+".join(correctors))
     score = headline(metrics)

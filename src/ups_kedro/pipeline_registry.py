@@ -20,15 +20,15 @@ from typing import Any
 
 from kedro.pipeline import Pipeline
 
+from ups_kedro.stages import BASE_STAGES, corrector_names
+
 PACKAGE = "ups_kedro.pipelines"
 
 #: The training chain, in order; a stage joins ``__default__`` once it exists.
 DEFAULT_CHAIN = (
     "data_processing",
-    "autoencoder",
-    "operator",
-    "diff_residual",
-    "consistency_distill",
+    *BASE_STAGES,
+    *corrector_names(),  # the corrector stages, in training order (ups_kedro.stages)
     "steady_prior",
     "evaluation",
 )

@@ -33,6 +33,8 @@ class CorrectorStage:
         label: what its variants are, in the note written when its checkpoint is absent.
         legacy_steps_key: the ``VariantParams`` key that held its step counts before this
             registry (read back from models registered then); None for new stages.
+        key_settings: its parameters (``<name>.<key>``) shown in MLflow run names and
+            descriptions when the run logged them.
     """
 
     name: str
@@ -40,6 +42,7 @@ class CorrectorStage:
     trained_form_only: bool = False
     label: str = "corrector"
     legacy_steps_key: str | None = None
+    key_settings: tuple[str, ...] = ("train.epochs",)
 
     @property
     def checkpoint(self) -> str:
@@ -57,9 +60,10 @@ class CorrectorStage:
 #: Stage 3 distils Stage 2); variants are built and reported in this order.
 CORRECTORS: tuple[CorrectorStage, ...] = (
     CorrectorStage("diff_residual", steps=(16,), trained_form_only=True,
-                   label="operator + corrector", legacy_steps_key="corrector_steps"),
+                   label="operator + corrector", legacy_steps_key="corrector_steps",
+                   key_settings=("method", "corrector.train.epochs", "train.epochs")),
     CorrectorStage("consistency_distill", steps=(1, 2), label="student",
-                   legacy_steps_key="student_steps"),
+                   legacy_steps_key="student_steps", key_settings=("train.epochs",)),
 )
 
 #: The corrector the gated variant uses unless ``variants.gated.corrector`` says otherwise.

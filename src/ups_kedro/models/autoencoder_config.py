@@ -19,6 +19,14 @@ LocalMode = Literal["blend", "cell"]
 LOCAL_MODES: tuple[str, ...] = get_args(LocalMode)
 
 
+@dataclass(frozen=True)
+class LatentConfig(Checked):
+    """The latent layout every later stage uses: ``tokens`` × ``dim`` per frame."""
+
+    dim: int = bounded(16, ge=1)
+    tokens: int = bounded(32, ge=1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class GridEncoderConfig(Checked):
     """Hyper-parameters of :class:`GridEncoder` (one default per key, here).

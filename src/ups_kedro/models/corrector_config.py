@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 from ups_kedro.config import Checked, bounded, require
 
-if TYPE_CHECKING:
-    from ups_kedro.models.schedules import NoiseSchedule
 
 Architecture = Literal["mlp", "token_mixer"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
@@ -98,7 +96,7 @@ class DiffusionResidualConfig(Checked):
             set by the stage, not the parameters file.
         residual_scale: the residual normaliser: the model works on
             ``(z_next − ẑ)/residual_scale``; set from training statistics by the caller (e.g.
-            :func:`ups_kedro.training.diffusion.estimate_residual_scale`) and stored here so the
+            :func:`ups_kedro.training.teacher_cache.estimate_residual_scale`) and stored here so the
             artifact is self-describing (set by the stage, measured on its training pairs).
     """
 
@@ -140,13 +138,6 @@ class DiffusionResidualConfig(Checked):
         """``C``: ``cond_dim`` or ``latent_dim``."""
         return self.cond_dim if self.cond_dim is not None else self.latent_dim
 
-    @property
-    def schedule(self) -> NoiseSchedule:
-        """The noise schedule these fields describe."""
-        # Imported here: schedules needs torch, and this module must not.
-        from ups_kedro.models.schedules import NoiseSchedule  # noqa: PLC0415
-
-        return NoiseSchedule(self.sigma_min, self.sigma_max, self.rho, self.sigma_data)
 
 
 @dataclass(frozen=True)

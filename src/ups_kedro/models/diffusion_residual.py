@@ -78,7 +78,7 @@ class DiffusionResidual(nn.Module):
         config.validate()
         self.config = config
         self.cfg = config  # the name every registry model uses (model_config, checkpoints)
-        self.schedule = config.schedule
+        self.schedule = NoiseSchedule.of(config)
         d, c, e, h = (
             config.latent_dim, config.conditioning_dim, config.noise_embed_dim, config.hidden_dim
         )

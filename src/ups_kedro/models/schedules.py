@@ -103,6 +103,11 @@ class NoiseSchedule(Checked):
 
     WHERE: ClassVar[str] = "schedule"
 
+    @classmethod
+    def of(cls, config) -> NoiseSchedule:
+        """The schedule a model config's ``sigma_min``/``sigma_max``/``rho``/``sigma_data`` describe."""
+        return cls(config.sigma_min, config.sigma_max, config.rho, config.sigma_data)
+
     sigma_min: float = bounded(1e-4, gt=0)
     sigma_max: float = bounded(20.0, gt=0)
     rho: float = bounded(7.0, gt=0)

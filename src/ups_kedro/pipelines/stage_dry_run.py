@@ -18,9 +18,13 @@ from typing import Any
 from ups_kedro.pipelines import stage_cache
 from ups_kedro.pipelines.stage_cache import DryRunVerdict, Verdict
 
-#: The nodes that train (their short names); each calls ``stage_cache.reuse`` first.
-TRAINING_NODES = ("train_autoencoder", "train_operator", "train_diff_residual",
-                  "distill_consistency", "train_steady_autoencoder", "train_steady_prior")
+
+
+def is_training_node(node: Any) -> bool:
+    """A node that trains writes a checkpoint dataset (``<stage>.checkpoint``,
+    ``steady_prior.autoencoder_checkpoint``) and calls ``stage_cache.reuse`` first; no list of
+    stage names to keep in step with the stage registry."""
+    return any(out.endswith("checkpoint") for out in node.outputs)
 
 
 def dry_run(project: Path, env: str | None, params: Mapping[str, Any] | None = None,
@@ -44,7 +48,7 @@ def dry_run_nodes(project: Path, env: str | None, params: Mapping[str, Any] | No
         catalog = session.load_context().catalog
         pipe = pipelines[pipeline]
         to_run, skipped = plan(pipe, catalog)
-        training = [n for n in pipe.nodes if n.name.rsplit(".", 1)[-1] in TRAINING_NODES]
+        training = [n for n in pipe.nodes if is_training_node(n)]
         retrains: set[str] = set()
         out: list[Verdict] = []
         stage_cache.set_dry_run(True)

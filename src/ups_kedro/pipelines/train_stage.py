@@ -16,7 +16,8 @@ from ups_kedro.pipelines.lineage import make_lineage, tag_upstream
 from ups_kedro.pipelines.tracking import epoch_logger
 from ups_kedro.training.artifacts import make_checkpoint
 from ups_kedro.training.checkpoint import run_fingerprint
-from ups_kedro.training.loop import FitResult, fit
+from ups_kedro.training.launcher import fit
+from ups_kedro.training.task import FitResult
 
 
 def fit_checkpoint(stage: str, cfg: Any, model: nn.Module, task: Any, train: Any, val: Any, *,

@@ -77,7 +77,7 @@ class SchedulerConfig(Checked):
 class DistributedConfig(Checked):
     """Data-parallel training on one machine (``<stage>.train.distributed``).
 
-    ``nproc_per_node`` > 1 makes :func:`ups_kedro.training.loop.fit` start that many worker
+    ``nproc_per_node`` > 1 makes :func:`ups_kedro.training.launcher.fit` start that many worker
     processes (``start_method``: ``spawn`` pickles model, task and data to the workers; ``fork``
     shares them copy-on-write, CPU only) joined in a ``torch.distributed`` process group
     (``backend``: ``auto`` = NCCL for CUDA devices, gloo otherwise).  ``batch_size`` stays the

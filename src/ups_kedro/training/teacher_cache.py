@@ -226,9 +226,10 @@ def check_model(
     cfg = _model_config(model)
     if cfg is None:
         return
-    if cfg.schedule != schedule:
+    if NoiseSchedule.of(cfg) != schedule:
         raise ValueError(
-            f"{who}: the task's schedule {schedule} differs from the model's {cfg.schedule}"
+            f"{who}: the task's schedule {schedule} differs from the model's "
+            f"{NoiseSchedule.of(cfg)}"
         )
     if not math.isclose(cfg.residual_scale, residual_scale, rel_tol=1e-6):
         raise ValueError(

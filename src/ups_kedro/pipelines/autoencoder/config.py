@@ -5,16 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ups_kedro.config import Checked, bounded
-from ups_kedro.models.autoencoder_config import AnyPointDecoderConfig, GridEncoderConfig
+from ups_kedro.models.autoencoder_config import (
+    AnyPointDecoderConfig,
+    GridEncoderConfig,
+    LatentConfig,
+)
 from ups_kedro.training.config import AutoencoderLossConfig, TrainConfig
-
-
-@dataclass(frozen=True)
-class LatentConfig(Checked):
-    """The latent layout every later stage uses: ``tokens`` × ``dim`` per frame."""
-
-    dim: int = bounded(16, ge=1)
-    tokens: int = bounded(32, ge=1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ small errors instead.
 operator's prediction ẑ = Op(z), the model learns the distribution of
 r = z_next − ẑ: at a diffusion time τ the residual is corrupted with noise of level σ(τ) and the
 network (EDM preconditioning) predicts the clean residual.  A deterministic Heun sampler turns
-noise into r̂ and the corrected prediction is ẑ + r̂.  See ``ups_kedro.training.diffusion``.
+noise into r̂ and the corrected prediction is ẑ + r̂.  See ``ups_kedro.training.diff_residual``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Literal
 
 from ups_kedro.config import Checked, ConfigError, bounded
 from ups_kedro.evaluation.suite import VariantParams
+from ups_kedro.stages import BASE_STAGES, CORRECTORS
 
 
 @dataclass(frozen=True)
@@ -18,16 +19,16 @@ class InitialConditionParams(Checked):
     initial_guess: str | None = None  # steady mode: optional initial-guess field file
 
 
-@dataclass(frozen=True)
-class CheckpointPaths:
-    """``source: checkpoints``: the stage checkpoints to use (absent optional ones: skipped)."""
+#: Stages whose checkpoint inference can read (``inference.checkpoints.<stage>``).
+STEADY_STAGES: tuple[str, ...] = ("steady_autoencoder", "steady_prior")
 
-    autoencoder: str = "data/06_models/autoencoder.pt"
-    operator: str = "data/06_models/operator.pt"
-    diff_residual: str | None = "data/06_models/diff_residual.pt"
-    consistency_distill: str | None = "data/06_models/consistency_distill.pt"
-    steady_autoencoder: str = "data/06_models/steady_autoencoder.pt"
-    steady_prior: str = "data/06_models/steady_prior.pt"
+
+def default_checkpoint_paths() -> dict[str, str | None]:
+    """``{stage: path}`` where the catalog writes each checkpoint in the default data folder;
+    the corrector stages come from the registry (:mod:`ups_kedro.stages`)."""
+    return {**{stage: f"data/06_models/{stage}.pt" for stage in BASE_STAGES},
+            **{c.name: c.default_path for c in CORRECTORS},
+            **{stage: f"data/06_models/{stage}.pt" for stage in STEADY_STAGES}}
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,19 @@ class InferenceConfig(Checked):
     source: Literal["champion", "checkpoints"] = "champion"
     model_name: str = "ups_kedro_surrogate"
     alias: str = "champion"
-    checkpoints: CheckpointPaths = field(default_factory=CheckpointPaths)
+    # source: checkpoints (and steady mode): {stage: path}; a stage left out reads its default
+    # path, a corrector set to null is left out
+    checkpoints: dict[str, str | None] = field(default_factory=default_checkpoint_paths)
     variant: str | None = None  # null: the champion's promoted variant / operator
     variants: VariantParams = field(default_factory=lambda: VariantParams(solver_reference=False))
     n_steps: int = bounded(30, ge=1)  # transient: rolled-out steps
     steady_steps: int | None = None  # steady: refinements (null: all)
 
     def check(self, where: str) -> None:
+        unknown = sorted(set(self.checkpoints) - set(default_checkpoint_paths()))
+        if unknown:
+            raise ConfigError(f"{where}.checkpoints.{unknown[0]}: not a stage with a checkpoint; "
+                              f"choose among {', '.join(default_checkpoint_paths())}")
         if self.mode == "steady" and self.source == "champion":
             raise ConfigError(f"{where}: steady mode reads the steady prior from "
                               f"{where}.checkpoints (the registry holds the transient surrogate); "

@@ -21,7 +21,7 @@ from ups_kedro.errors import InputFileError
 from ups_kedro.evaluation.report import steady_figure, trajectory_figure
 from ups_kedro.evaluation.steady import predict_steady
 from ups_kedro.paths import project_root
-from ups_kedro.pipelines.inference.config import InferenceConfig
+from ups_kedro.pipelines.inference.config import InferenceConfig, default_checkpoint_paths
 from ups_kedro.serving.pyfunc import SurrogateModel
 from ups_kedro.serving.registry import load_registered
 from ups_kedro.stages import BASE_STAGES, CORRECTORS
@@ -67,9 +67,13 @@ def checkpoint_paths(cfg: InferenceConfig) -> dict[str, str | None]:
     A corrector without its own ``inference.checkpoints`` key reads the path its catalog
     writes (:attr:`ups_kedro.stages.CorrectorStage.default_path`).
     """
-    paths = to_dict(cfg.checkpoints)
-    return {**{stage: paths[stage] for stage in BASE_STAGES},
-            **{c.name: paths.get(c.name, c.default_path) for c in CORRECTORS}}
+    paths = {**default_checkpoint_paths(), **cfg.checkpoints}
+    return {stage: paths[stage] for stage in (*BASE_STAGES, *(c.name for c in CORRECTORS))}
+
+
+def _steady_path(cfg: InferenceConfig, stage: str) -> str:
+    """The Stage 4 checkpoint ``stage`` (its default path unless ``inference.checkpoints`` names one)."""
+    return cfg.checkpoints.get(stage) or default_checkpoint_paths()[stage]
 
 
 def _check_grid(u0: np.ndarray, autoencoder: dict, path: Any) -> None:
@@ -124,11 +128,11 @@ def _steady(cfg: InferenceConfig, path, samples) -> tuple[dict, Figure]:
         guess = read_initial_condition(project_root() / cfg.initial_condition.initial_guess,
                                        samples, 0, cfg.initial_condition.space_stride,
                                        space_dims=2)
-    u = predict_steady(_load(cfg.checkpoints.steady_prior),
-                       _load(cfg.checkpoints.steady_autoencoder), nu, initial_guess=guess,
+    u = predict_steady(_load(_steady_path(cfg, "steady_prior")),
+                       _load(_steady_path(cfg, "steady_autoencoder")), nu, initial_guess=guess,
                        steps=cfg.steady_steps)  # [B, X, Y, C]
     x, y = _grid(u.shape[1]), _grid(u.shape[2])
     logger.info("inference (steady): %d fields from %s", len(nu), path)
     out = {"layout": "darcy", "tensor": u[:, None, ..., 0], "nu": nu, "x": x, "y": y,
-           "attrs": {"model": cfg.checkpoints.steady_prior, "source_file": str(path)}}
+           "attrs": {"model": _steady_path(cfg, "steady_prior"), "source_file": str(path)}}
     return out, steady_figure(nu, u[..., 0])

@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 
 from ups_kedro.config import Checked, bounded
 from ups_kedro.models.steady_prior_config import SteadyPriorConfig
-from ups_kedro.models.autoencoder_config import AnyPointDecoderConfig, GridEncoderConfig
-from ups_kedro.pipelines.autoencoder.config import AutoencoderStageConfig, LatentConfig
+from ups_kedro.models.autoencoder_config import (
+    AnyPointDecoderConfig,
+    GridEncoderConfig,
+    LatentConfig,
+)
 from ups_kedro.training.config import AutoencoderLossConfig, TrainConfig
 
 
@@ -15,6 +18,7 @@ from ups_kedro.training.config import AutoencoderLossConfig, TrainConfig
 class SteadyAutoencoderParams(Checked):
     """The autoencoder of the steady solution (the same model as the ``autoencoder`` stage).
 
+    It is passed to ``models.builders.build_autoencoder`` as is (``latent``/``encoder``/``decoder``).
     ``latent.tokens`` must be a perfect square whose root divides the grid: the conditioning
     fields are cut into the same token grid (``training.steady.conditioning_tokens``).
     """
@@ -25,12 +29,6 @@ class SteadyAutoencoderParams(Checked):
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     train: TrainConfig
     encode_batch_size: int = bounded(256, ge=1)
-
-    def stage_config(self) -> AutoencoderStageConfig:
-        """As the ``autoencoder`` stage's config, for ``build_autoencoder``."""
-        return AutoencoderStageConfig(latent=self.latent, encoder=self.encoder,
-                                      decoder=self.decoder, loss=self.loss, train=self.train,
-                                      val_frame_stride=1, encode_batch_size=self.encode_batch_size)
 
 
 @dataclass(frozen=True)

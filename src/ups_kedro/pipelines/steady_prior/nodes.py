@@ -135,7 +135,7 @@ def train_steady_autoencoder(solutions_train: ArrayBundle, solutions_val: ArrayB
     if reason:
         return _skipped_checkpoint("autoencoder_checkpoint", reason)
     manifest_hash = _check_split(normaliser, solutions_train, solutions_val)
-    ae_cfg = cfg.autoencoder.stage_config()
+    ae_cfg = cfg.autoencoder
     if (ckpt := stage_cache.reuse(AE_STAGE, ae_cfg, project_root() / cfg.state_dir / "autoencoder",
                                   {"solutions_train": solutions_train, "solutions_val":
                                    solutions_val, "normaliser": normaliser}, force=cfg.force)):
