@@ -9,9 +9,9 @@ from ups_kedro.data.config import DataProcessingConfig
 from ups_kedro.data.latent_grid import builtin_grid, check_latent_grid, latent_grid_problem
 
 
-def ae(tokens: int, patch: int = 8, skip: bool = True) -> dict:
+def ae(tokens: int | None, patch: int = 8, skip: bool = True) -> dict:
     return {"latent": {"tokens": tokens}, "encoder": {"patch_size": patch},
-            "decoder": {"linear_skip": skip}}
+            "decoder": {"skip_patch_size": patch if skip else 0}}
 
 
 def test_builtin_grid_follows_system_resolution_and_stride() -> None:
@@ -28,6 +28,8 @@ def test_builtin_grid_follows_system_resolution_and_stride() -> None:
     ((64, 64), ae(64)),                     # vorticity2d: 8×8 patches, one token each
     ((64, 64), ae(16, skip=False)),         # 4×4 tokens pooling 2×2 patches
     ((64, 64), {"latent": {"dim": 8}}),     # keys absent: left to the autoencoder
+    ((64, 64), ae(None)),                   # null: one token per patch, whatever the grid
+    ((256,), ae(None)),
 ])
 def test_consistent_settings_pass(grid: tuple[int, ...], params: dict) -> None:
     assert latent_grid_problem(grid, params) is None
@@ -35,7 +37,7 @@ def test_consistent_settings_pass(grid: tuple[int, ...], params: dict) -> None:
 
 @pytest.mark.parametrize(("grid", "params", "match"), [
     ((64, 64), ae(32), r"latent\.tokens=32 must be a perfect square .* set it to 64"),
-    ((64, 64), ae(16), r"linear_skip needs one token per patch: 64×64 / patch_size 8 = 64"),
+    ((64, 64), ae(16), r"skip_patch_size needs one token per patch: 64×64 / patch_size 8 = 64"),
     ((60, 60), ae(64), r"encoder\.patch_size=8 does not divide the 60×60 grid"),
     ((64, 64), ae(9, skip=False), r"tokens=9 \(3 per axis\) must divide the 8×8 patch grid"),
 ])

@@ -54,14 +54,15 @@ def _side(tokens: int, dims: int) -> int | None:
 def latent_grid_problem(grid: tuple[int, ...], autoencoder: Mapping[str, Any] | None) -> str | None:
     """Why ``autoencoder`` params cannot encode fields on ``grid``; None when they can.
 
-    The rules are the encoder's (``models.encoder.GridEncoderConfig.validate``) and, with
-    ``decoder.linear_skip``, the autoencoder's one-patch-per-token rule; keys absent from the
-    parameters are not checked here (the autoencoder still validates its own defaults).
+    The rules are the encoder's (``models.autoencoder_config.GridEncoderConfig.check``) and,
+    with the skip path (``decoder.skip_patch_size`` > 0), the one-patch-per-token rule;
+    ``latent.tokens: null`` (one token per patch) always fits a grid the patches divide.  Keys
+    absent from the parameters are not checked here (the autoencoder checks its own defaults).
     """
     tokens = _lookup(autoencoder, "latent.tokens")
     patch = _lookup(autoencoder, "encoder.patch_size")
-    skip = bool(_lookup(autoencoder, "decoder.linear_skip"))
-    if not isinstance(tokens, int) or not isinstance(patch, int) or patch < 1:
+    skip = bool(_lookup(autoencoder, "decoder.skip_patch_size"))
+    if not isinstance(patch, int) or patch < 1:
         return None
     dims = len(grid)
     shape = "×".join(map(str, grid))
@@ -69,7 +70,9 @@ def latent_grid_problem(grid: tuple[int, ...], autoencoder: Mapping[str, Any] | 
         return (f"autoencoder.encoder.patch_size={patch} does not divide the {shape} grid; "
                 f"choose a divisor of {grid[0]}")
     patches = [n // patch for n in grid]
-    want = patches[0] ** dims  # one patch per token: the only choice with linear_skip
+    want = patches[0] ** dims  # one patch per token: the only choice with the skip path
+    if not isinstance(tokens, int):
+        return None  # null: one token per patch
     side = _side(tokens, dims)
     kind = "a positive integer" if dims == 1 else f"a perfect {'square' if dims == 2 else 'cube'}"
     if side is None:
@@ -79,9 +82,9 @@ def latent_grid_problem(grid: tuple[int, ...], autoencoder: Mapping[str, Any] | 
         return (f"autoencoder.latent.tokens={tokens} ({side} per axis) must divide the "
                 f"{'×'.join(map(str, patches))} patch grid evenly; set it to {want}")
     if skip and side != patches[0]:
-        return (f"autoencoder.latent.tokens={tokens} with decoder.linear_skip needs one token "
-                f"per patch: {shape} / patch_size {patch} = {want} tokens; set "
-                f"autoencoder.latent.tokens={want} (or decoder.linear_skip=false)")
+        return (f"autoencoder.latent.tokens={tokens} with decoder.skip_patch_size needs one "
+                f"token per patch: {shape} / patch_size {patch} = {want} tokens; set "
+                f"autoencoder.latent.tokens={want} or null (or decoder.skip_patch_size=0)")
     return None
 
 

@@ -21,10 +21,15 @@ LOCAL_MODES: tuple[str, ...] = get_args(LocalMode)
 
 @dataclass(frozen=True)
 class LatentConfig(Checked):
-    """The latent layout every later stage uses: ``tokens`` × ``dim`` per frame."""
+    """The latent layout every later stage uses: ``tokens`` × ``dim`` per frame.
+
+    ``tokens: null`` follows the data: one token per encoder patch (``prod(n // patch_size)``
+    over the grid: 256 points in patches of 8 give 32 tokens in 1D, 64×64 give 8×8 in 2D), so
+    switching the system between 1D and 2D needs no other key changed.
+    """
 
     dim: int = bounded(16, ge=1)
-    tokens: int = bounded(32, ge=1)
+    tokens: int | None = bounded(None, ge=1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,7 @@ steady autoencoder).  ``cfg`` is the stage's parsed parameters (``latent``, ``en
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ups_kedro.config import ConfigError, follow_data
@@ -26,13 +27,18 @@ def check_token_grid(tokens: int, dims: int) -> None:
             f"form a grid), e.g. {' or '.join(map(str, examples))}")
 
 
+def patch_tokens(grid: tuple[int, ...], patch_size: int) -> int:
+    """One token per encoder patch: ``prod(n // patch_size)`` (``latent.tokens: null``)."""
+    return math.prod(n // patch_size for n in grid)
+
+
 def build_autoencoder(cfg: Any, shape: tuple[int, ...]):
     """An untrained Autoencoder sized from the parameters and the data shape [N, T, *space, C]."""
     grid = tuple(int(n) for n in shape[2:-1])
     channels = int(shape[-1])
-    check_token_grid(cfg.latent.tokens, len(grid))
-    common = {"latent_dim": cfg.latent.dim, "latent_tokens": cfg.latent.tokens,
-              "spatial_dims": len(grid)}
+    tokens = cfg.latent.tokens or patch_tokens(grid, cfg.encoder.patch_size)
+    check_token_grid(tokens, len(grid))
+    common = {"latent_dim": cfg.latent.dim, "latent_tokens": tokens, "spatial_dims": len(grid)}
     return build_model("autoencoder", AutoencoderConfig(
         encoder=follow_data(cfg.encoder, "autoencoder.encoder", **common, in_channels=channels,
                             grid_shape=grid),

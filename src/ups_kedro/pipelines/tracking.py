@@ -42,6 +42,40 @@ def log_metrics(stage: str, metrics: Mapping[str, float], step: int | None = Non
         mlflow.log_metrics(clean, step=step)
 
 
+def _flatten(prefix: str, value: object) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}", v))
+        return out
+    return {prefix: str(value)}
+
+
+def log_effective_params(stage: str, cfg: object) -> None:
+    """Log the stage's *effective* parameters — every key of its parsed config, defaults included
+    — as ``<stage>.<key>`` params, so runs compare in the MLflow UI on keys that ``conf/base``
+    leaves at their default (kedro-mlflow logs only the keys written in YAML).
+
+    Keys already on the run (the YAML ones kedro-mlflow logged) are left as they are: MLflow
+    params are write-once.  One batched call.
+    """
+    if not _tracking():
+        return
+    import mlflow
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    from ups_kedro.config import to_dict
+
+    run_id = mlflow.active_run().info.run_id
+    client = MlflowClient()
+    present = set(client.get_run(run_id).data.params)
+    values = {k: v[:6000] for k, v in _flatten(stage, to_dict(cfg)).items() if k not in present}
+    params = [Param(k, v) for k, v in sorted(values.items())]
+    for i in range(0, len(params), 100):  # MLflow's batch limit
+        client.log_batch(run_id, params=params[i:i + 100])
+
+
 class EpochLogger:
     """Callback for the training engine (:func:`epoch_logger`).
 

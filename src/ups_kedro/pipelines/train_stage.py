@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from ups_kedro.pipelines.lineage import make_lineage, tag_upstream
-from ups_kedro.pipelines.tracking import epoch_logger
+from ups_kedro.pipelines.tracking import epoch_logger, log_effective_params
 from ups_kedro.training.artifacts import make_checkpoint
 from ups_kedro.training.checkpoint import run_fingerprint
 from ups_kedro.training.launcher import fit
@@ -40,6 +40,7 @@ def fit_checkpoint(stage: str, cfg: Any, model: nn.Module, task: Any, train: Any
             (``metrics``, ``extra``).
     """
     tag_upstream(stage, **upstream_tags)
+    log_effective_params(stage, cfg)
     result = fit(model, task, train, val, train_config, stage=stage, state_dir=state_dir,
                  fingerprint=run_fingerprint(cfg if fingerprint_config is None
                                              else fingerprint_config, upstream_key),

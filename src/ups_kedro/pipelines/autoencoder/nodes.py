@@ -90,9 +90,11 @@ def encode_latents(
     encoder_hash = checkpoint["lineage"]["encoder_hash"]
     require_same("encoder", encoder_hash, module_hash(model.encoder),
                  "The autoencoder checkpoint is corrupt or was edited.")
+    encoder_config = checkpoint["config"]["encoder"]  # tokens may follow the data (latent.tokens)
     outputs = []
     for bundle in (fields_train, fields_val, fields_test):
-        shape = (*bundle.array.shape[:2], cfg.latent.tokens, cfg.latent.dim)
+        shape = (*bundle.array.shape[:2], encoder_config["latent_tokens"],
+                 encoder_config["latent_dim"])
         meta = {**{k: bundle.meta[k] for k in ("split", "indices", "t", "dt", "initial_step",
                                                "split_manifest_hash", "source_fingerprint")},
                 "axes": ["sample", "time", "token", "dim"], "encoder_hash": encoder_hash}
