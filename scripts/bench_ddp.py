@@ -54,7 +54,9 @@ def main() -> None:
     op_params["train"] = {**op_params["train"], "epochs": args.epochs, "progress": False}
     cfg = parse(OperatorStageConfig, op_params, "operator")
     rng = np.random.default_rng(0)
-    shape = (args.trajectories, args.frames, int(latent["tokens"]), int(latent["dim"]))
+    # latent.tokens null means one token per encoder patch: 32 on the default 256-point grid
+    tokens = int(latent["tokens"] or 32)
+    shape = (args.trajectories, args.frames, tokens, int(latent["dim"]))
     latents = rng.standard_normal(shape, dtype=np.float32)
     train = LatentPairDataset(latents, horizon=cfg.loss.horizon, time_stride=cfg.time_stride)
     task = OperatorTask(cfg.loss, 0.05, None)

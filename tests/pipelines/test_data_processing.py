@@ -94,11 +94,17 @@ def test_bad_parameter_fails_before_writing(project: Path) -> None:
 
 
 def test_switching_to_2d_with_1d_token_settings_fails_before_generating(project: Path) -> None:
-    """Issue 17: the system switch alone used to generate the 2D data, then fail in the autoencoder."""
+    """Issue 17: a system switch used to generate the 2D data, then fail in the autoencoder.
+
+    The default ``latent.tokens: null`` follows the grid (one token per patch), so the switch
+    alone is consistent (tests/data/test_latent_grid.py); a token count the user set for 1D is
+    refused before anything is generated, naming both keys.
+    """
     with pytest.raises(Exception, match=r"data_processing\.builtin\.system='vorticity2d'.*"
                        r"autoencoder\.latent\.tokens=8 must be a perfect square"):
         run_kedro(project, "data_processing",
-                  params={"data_processing": {"builtin": {"system": "vorticity2d"}}})
+                  params={"data_processing": {"builtin": {"system": "vorticity2d"}},
+                          "autoencoder": {"latent": {"tokens": 8}}})
     assert not (project / "data" / "smoke" / "01_raw").exists()
 
 
