@@ -1,4 +1,5 @@
-"""Every configuration environment parses: conf/base, and base merged with smoke and gpu.
+"""Every configuration environment parses: conf/base, and base merged with each other
+environment folder (smoke, smoke2d, vorticity2d, gpu, …; conf/local is the user's own).
 
 A key that a refactor renamed or a value of the wrong type in an environment nobody runs on
 this machine (conf/gpu) fails here, not on the user's GPU node.
@@ -30,7 +31,15 @@ STAGES = {
 }
 
 
-@pytest.mark.parametrize("env", ["base", "smoke", "gpu"])
+ENVS = sorted(p.name for p in (REPO / "conf").iterdir()
+              if p.is_dir() and p.name not in ("base", "local"))
+
+
+def test_the_shipped_environments_are_all_checked() -> None:
+    assert {"smoke", "smoke2d", "vorticity2d", "gpu"} <= set(ENVS)
+
+
+@pytest.mark.parametrize("env", ["base", *ENVS])
 def test_every_stage_block_parses(env: str) -> None:
     args = {**CONFIG_LOADER_ARGS, "default_run_env": env}
     loader = OmegaConfigLoader(str(REPO / "conf"), **args)
