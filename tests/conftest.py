@@ -64,17 +64,24 @@ def _inside(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "project"
     if not (tmp_path / "mlflow.db").exists():
         shutil.copy(_empty_store(), tmp_path / "mlflow.db")
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = mlflow.get_tracking_uri()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("UPS_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
         mp.chdir(root)
+        # kedro-mlflow sets MLflow's process-wide tracking URI in every session, and that wins
+        # over the environment variable: a test reading MLflow directly (no session of its own
+        # yet) would otherwise search the store of whichever session ran last in this process.
+        mlflow.set_tracking_uri(uri)
         try:
             yield root
         finally:
-            import mlflow
-
             while mlflow.active_run() is not None:
                 mlflow.end_run()
+            mlflow.set_tracking_uri(before)
             from ups_kedro import paths
 
             paths._SESSION_ROOT = None  # noqa: SLF001 - reset the process-wide root
