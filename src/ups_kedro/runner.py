@@ -49,6 +49,10 @@ from ups_kedro.training import stage_status as st
 
 logger = logging.getLogger(__name__)
 
+#: Nodes tagged so read state outside the catalog (the MLflow Model Registry: promotion gates
+#: against the current champion, inference may roll it out): they are never skipped.
+ALWAYS_RUN_TAG = "always_run"
+
 LEDGER_NAME = "nodes.json"
 LEDGER_FORMAT = 1
 
@@ -93,11 +97,37 @@ def path_token(path: Path) -> str:
     return "absent"
 
 
+def _named_files(value: Any) -> dict[str, str]:
+    """Tokens of the existing files a parameter block names (``data_processing.file.path``,
+    ``inference.initial_condition.path``, checkpoint paths): a file rewritten under the same
+    path changes the block's token, so the node that reads it is not skipped."""
+    found: dict[str, str] = {}
+
+    def walk(item: Any) -> None:
+        if isinstance(item, dict):
+            for sub in item.values():
+                walk(sub)
+        elif isinstance(item, (list, tuple)):
+            for sub in item:
+                walk(sub)
+        elif isinstance(item, str) and 0 < len(item) < 1024 and ("/" in item or "." in item):
+            path = Path(item) if Path(item).is_absolute() else project_root() / item
+            try:
+                if path.is_file():
+                    found[item] = path_token(path)
+            except OSError:
+                pass
+
+    walk(value)
+    return found
+
+
 def dataset_token(catalog: Any, name: str) -> str | None:
     """A token that changes whenever the dataset's content may have changed (``None``: the
     dataset has no local file, so a node reading or writing it is never skipped)."""
     if name == "parameters" or name.startswith("params:"):
-        return f"p{_sha(catalog.load(name))}"
+        value = catalog.load(name)
+        return f"p{_sha([value, _named_files(value)])}"
     try:
         dataset = catalog.get(name)
     except Exception:  # noqa: BLE001 - a name the catalog cannot build: not reusable
@@ -145,6 +175,8 @@ def _write_ledger(nodes: dict[str, dict]) -> None:
 
 def _why_run(node: Any, catalog: Any, entry: dict | None, remade: set[str]) -> str | None:
     """Why ``node`` must run (``None``: it is up to date)."""
+    if ALWAYS_RUN_TAG in node.tags:
+        return "it reads the model registry"
     remade_inputs = sorted(set(node.inputs) & remade)
     if remade_inputs:
         return f"input {remade_inputs[0]} is re-made in this run"

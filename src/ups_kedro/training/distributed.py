@@ -49,6 +49,8 @@ from torch import nn
 from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import default_collate
 
+from ups_kedro.launch_env import launched_rank, launched_world_size  # noqa: F401 - re-exported
+
 logger = logging.getLogger(__name__)
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -81,24 +83,6 @@ def context() -> DistContext | None:
 
 def is_main_process() -> bool:
     return _CONTEXT is None or _CONTEXT.is_main
-
-
-def launched_rank() -> int | None:
-    """``RANK`` set by ``torchrun`` (or any env:// launcher), ``None`` when not launched so."""
-    value = os.environ.get("RANK")
-    if value is None or "WORLD_SIZE" not in os.environ:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
-def launched_world_size() -> int:
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) if launched_rank() is not None else 1
-    except ValueError:
-        return 1
 
 
 def resolve_backend(backend: str, device: torch.device | str) -> str:

@@ -10,7 +10,10 @@ PARAMS = f"params:{STAGE}"
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
-        [Node(nodes.run_inference, PARAMS, ["trajectory", "figure"], name="run_inference")],
+        # always_run: the champion lives in the MLflow Model Registry, outside the catalog, so
+        # an unchanged set of inputs does not mean an unchanged model (ups_kedro.runner)
+        [Node(nodes.run_inference, PARAMS, ["trajectory", "figure"], name="run_inference",
+              tags=["always_run"])],
         namespace=STAGE,
         parameters={PARAMS},
     )
