@@ -14,9 +14,11 @@ change:
   a token of each one's status file.
 * **The plan** (:func:`plan`, used by :class:`ReuseRunner`, the project's default runner for
   ``kedro run``): in topological order, a node runs when it is not in the ledger, its
-  signature changed (a parameter, an input file, the code), one of its outputs or the status
-  file of a stage it trains was changed or removed since, one of its inputs is re-made by a node that runs, or one of its outputs is not
-  a local file (nothing to reuse).  Every other node is skipped.
+  signature changed (a parameter, an input file or a file a parameter names, the code), one of
+  its outputs or the status file of a stage it trains was changed or removed since, one of its
+  inputs is re-made by a node that runs, one of its outputs is not a local file (nothing to
+  reuse), or it is tagged ``always_run`` (it reads the model registry).  Every other node is
+  skipped.
 * **What a skipped node leaves on the MLflow run**: each training stage it checked says
   ``<stage>: up to date (fingerprint …, trained in run <id>) — reused`` and gets the tags and
   final metrics :mod:`~ups_kedro.pipelines.stage_cache` gives a reused stage; every skipped

@@ -183,3 +183,19 @@ def test_untrained_baseline_survives_a_resume(tmp_path: Path) -> None:
         state_dir=tmp_path)
     state = load_train_state(tmp_path / "last.pt")
     assert state.initial_val is not None and state.initial_val > state.best_val
+
+
+def test_divergence_message_names_the_nested_train_block() -> None:
+    """The Stage 2 corrector's training block is ``diff_residual.corrector.train``: the message
+    names the keys where the user set them, not ``diff_residual.train``."""
+    from ups_kedro.config import parse
+    from ups_kedro.training.config import TrainConfig
+    from ups_kedro.training.health import DivergenceError
+
+    cfg = parse(TrainConfig, {"epochs": 2, "batch_size": 8}, "diff_residual.corrector.train")
+    message = str(DivergenceError("diff_residual", 2, "val loss is nan", cfg))
+    assert "Lower diff_residual.corrector.train.optimizer.lr" in message
+    assert "set diff_residual.corrector.train.divergence." in message
+    built = TrainConfig(epochs=2, batch_size=8)  # built in code: the stage's own block
+    assert "Lower diff_residual.train.optimizer.lr" in str(
+        DivergenceError("diff_residual", 2, "val loss is nan", built))

@@ -26,17 +26,23 @@ VANISHING = "grad_vanishing"
 EXPLODING = "grad_exploding"
 
 
+def train_key(stage: str, cfg: TrainConfig) -> str:
+    """The key path of ``cfg`` in the parameters, for messages: where the parser found it
+    (``diff_residual.corrector.train``), else ``<stage>.train``."""
+    return getattr(cfg, "_checked_as", None) or f"{stage}.train"
+
+
 class DivergenceError(RuntimeError):
     """The run diverged; nothing is published (the previous checkpoint stays)."""
 
     def __init__(self, stage: str, epoch: int, reason: str, cfg: TrainConfig) -> None:
         self.stage, self.epoch = stage, epoch
-        lr = cfg.optimizer.lr
-        clip = f" or set {stage}.train.grad_clip" if cfg.grad_clip is None else ""
+        lr, key = cfg.optimizer.lr, train_key(stage, cfg)
+        clip = f" or set {key}.grad_clip" if cfg.grad_clip is None else ""
         super().__init__(
             f"stage {stage!r} diverged at epoch {epoch}: {reason}. The published checkpoint "
-            f"was not replaced. Lower {stage}.train.optimizer.lr (now {lr:g}){clip}, then "
-            f"re-run; to accept such a run anyway, set {stage}.train.divergence."
+            f"was not replaced. Lower {key}.optimizer.lr (now {lr:g}){clip}, then "
+            f"re-run; to accept such a run anyway, set {key}.divergence."
             "max_ratio_to_best / max_ratio_to_initial to null"
         )
 
@@ -70,19 +76,19 @@ def grad_health(
     )
     if vanishing:
         logger.warning(
-            "stage %r epoch %d: vanishing gradients: mean pre-clip norm %.3g < %s.train."
+            "stage %r epoch %d: vanishing gradients: mean pre-clip norm %.3g < %s."
             "grad_health.vanishing_norm %.3g while the training loss (%.4g) is still above "
             "%.2g x the first epoch's (%.4g); the stage is not learning: check that its loss "
             "depends on the trained parameters and its learning rate",
-            stage, epoch, norm, stage, health.vanishing_norm, loss,
+            stage, epoch, norm, train_key(stage, cfg), health.vanishing_norm, loss,
             health.vanishing_loss_ratio, first_loss,
         )
     if exploding:
         logger.warning(
             "stage %r epoch %d: exploding gradients: mean pre-clip norm %.3g > %.3g x "
             "grad_clip %.3g; every step is clipped, so the loss scale or learning rate is "
-            "off: rescale the loss or lower %s.train.optimizer.lr",
-            stage, epoch, norm, health.exploding_factor, cfg.grad_clip, stage,
+            "off: rescale the loss or lower %s.optimizer.lr",
+            stage, epoch, norm, health.exploding_factor, cfg.grad_clip, train_key(stage, cfg),
         )
     return {VANISHING: float(vanishing), EXPLODING: float(exploding)}
 
@@ -119,7 +125,7 @@ def check_divergence(
         raise DivergenceError(
             stage, epoch,
             f"{what} {selection:.4g} is {selection / ref:.3g}x {text}, above "
-            f"{stage}.train.divergence.max_ratio_to_best = {div.max_ratio_to_best:g}",
+            f"{train_key(stage, cfg)}.divergence.max_ratio_to_best = {div.max_ratio_to_best:g}",
             cfg,
         )
 
@@ -135,7 +141,7 @@ def check_final(
         raise DivergenceError(
             stage, best_epoch,
             f"its best validation loss {best:.4g} (epoch {best_epoch}) is not below "
-            f"{stage}.train.divergence.max_ratio_to_initial = {ratio:g} x the untrained "
+            f"{train_key(stage, cfg)}.divergence.max_ratio_to_initial = {ratio:g} x the untrained "
             f"network's ({initial:.4g}): training made the model worse",
             cfg,
         )
