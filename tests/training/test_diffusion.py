@@ -410,3 +410,45 @@ def test_distillation_runs_under_fit_with_micro_batches_and_accumulation() -> No
     assert teacher.config.parameterisation == "edm"
     assert student.config == replace(teacher.config, parameterisation="consistency")
     assert not any(p.requires_grad for p in teacher.parameters())
+
+
+class _KilledAt(ConsistencyDistillTask):
+    """The EDM Stage 3 task, killed (KeyboardInterrupt) at the first step of ``epoch``."""
+
+    kill_epoch = 2
+
+    def training_loss(self, model, batch, epoch):
+        if epoch == self.kill_epoch:
+            raise KeyboardInterrupt
+        return super().training_loss(model, batch, epoch)
+
+
+def _distill(task_cls, state_dir, student_seed: int = 0):
+    op = CountingOperator()
+    train, val = LatentPairs(32, 1, op), LatentPairs(16, 2, op)
+    teacher = _model(0.1)
+    with torch.no_grad():
+        teacher.out.weight.normal_(std=0.1)
+    torch.manual_seed(student_seed)
+    student = make_consistency_student(teacher)
+    task = task_cls(teacher, teacher.schedule, operator=op, n_levels=6, target_ema=0.9,
+                    val_teacher_steps=2)
+    cfg = TrainConfig(epochs=3, batch_size=8, ema_decay=0.9, progress=False,
+                      optimizer=OptimizerConfig(lr=1e-3))
+    return fit(student, task, train, val, cfg, stage="consistency_distill",
+               state_dir=state_dir, fingerprint="distill-v1")
+
+
+def test_distillation_resumes_with_its_target_network(tmp_path) -> None:
+    """Stage 3's EMA target network is part of the resumable state: a run killed after epoch 1
+    and resumed ends bit-identical to an uninterrupted one (without the target it would restart
+    from a copy of the student and drift)."""
+    straight = _distill(ConsistencyDistillTask, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        _distill(_KilledAt, tmp_path / "killed")
+    saved = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 1 and saved["task_state"] is not None
+    resumed = _distill(ConsistencyDistillTask, tmp_path / "killed", student_seed=7)
+    assert resumed.resumed_from == 1
+    for key, value in straight.model_state.items():
+        assert torch.equal(resumed.model_state[key], value), key

@@ -139,6 +139,9 @@ class TrainState:
     rank_rngs: list[dict[str, Any]] | None = None
     # The untrained network's validation loss (divergence guard); ``None``: not measured.
     initial_val: float | None = None
+    # State the task keeps across epochs (``StageTask.extra_state``), e.g. Stage 3's EMA target
+    # network; ``None`` for tasks without any.
+    task_state: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict would deep-copy every weight tensor.

@@ -109,7 +109,8 @@ class ConsistencyDistillTask:
     iCT's recommended stop-gradient target.  This target is separate from ``fit``'s own EMA
     (``ema_decay``), which is the usual slowly averaged student used for validation.  It is
     not part of ``fit``'s saved state: after a resume it restarts from the student's weights
-    (use :meth:`target_state` / :meth:`load_target_state` once the loop has a hook).
+    (saved with the resumable training state through :meth:`extra_state` /
+    :meth:`load_extra_state`, so a resumed run continues from the same target).
 
     Validation (``model`` is fit's EMA student): ``loss`` = ``teacher_gap``, the relative L2
     of the student's ``val_student_steps``-step sample vs the teacher's
@@ -236,6 +237,19 @@ class ConsistencyDistillTask:
         self.update_target(student)
         assert self.target is not None
         self.target.load_state_dict(state)
+
+    def extra_state(self) -> dict[str, dict[str, Tensor]] | None:
+        """What ``fit`` saves with its resumable state: the target network (``None`` before the
+        first step)."""
+        state = self.target_state()
+        return None if state is None else {"target": state}
+
+    def load_extra_state(self, student: nn.Module, state: dict[str, dict[str, Tensor]]) -> None:
+        """Restore :meth:`extra_state` into a resumed run."""
+        self.load_target_state(student, state["target"])
+        # The saved target predates the epoch's last optimizer step; an uninterrupted run
+        # averages that step in at its next call, so the resumed one must too.
+        self._student_version = None
 
     # ---------------------------------------------------------------- loss
 

@@ -28,7 +28,7 @@ EXPLODING = "grad_exploding"
 
 def train_key(stage: str, cfg: TrainConfig) -> str:
     """The key path of ``cfg`` in the parameters, for messages: where the parser found it
-    (``diff_residual.corrector.train``), else ``<stage>.train``."""
+    (e.g. ``<stage>.corrector.train``), else ``<stage>.train``."""
     return getattr(cfg, "_checked_as", None) or f"{stage}.train"
 
 

@@ -89,7 +89,9 @@ from ups_kedro.training.task import (
     FitResult,
     StageTask,
     StopReason,
+    restore_task_state,
     set_tags,
+    task_state,
     unwrap_model,
 )
 
@@ -225,6 +227,7 @@ class _Run:
         progress, cfg = self.progress, self.cfg
         apply_state(state, self.models.model, self.optimizer, self.scheduler, self.models.ema,
                     progress)
+        restore_task_state(self.task, unwrap_model(self.models.model), state.task_state)
         logger.info("stage %r: resuming after epoch %d of %d", self.stage, progress.epoch,
                     cfg.epochs)
         if self.on_epoch_end is not None and distributed.is_main_process():
@@ -362,7 +365,7 @@ class _Run:
                 model=self.models.model, optimizer=self.optimizer, scheduler=self.scheduler,
                 ema=self.models.ema, progress=self.progress,
                 loader_generator=self.loader_generator, stopped=stopped, metrics=metrics,
-                rank_rngs=rank_rngs,
+                rank_rngs=rank_rngs, task_state=task_state(self.task),
             )
 
     # ---------------------------------------------------------------- result

@@ -183,6 +183,7 @@ def write_state(
     stopped: StopReason | None,
     metrics: dict[str, float],
     rank_rngs: list[dict[str, Any]] | None = None,
+    task_state: dict[str, Any] | None = None,
 ) -> None:
     """Write ``last.pt`` (full state) and, every ``checkpoint_interval`` epochs, weights.
 
@@ -222,5 +223,6 @@ def write_state(
         stopped_reason=stopped,
         rank_rngs=rank_rngs,
         initial_val=progress.initial_val,
+        task_state=task_state,
     )
     save_train_state(state, state_dir / LAST_STATE)

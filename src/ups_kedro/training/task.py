@@ -34,6 +34,20 @@ class StageTask(Protocol):
         ...
 
 
+def task_state(task: object) -> dict[str, Any] | None:
+    """The task's own state across epochs, if it keeps any (optional ``extra_state()``; e.g.
+    Stage 3's EMA target network), saved with the resumable training state."""
+    get = getattr(task, "extra_state", None)
+    return get() if callable(get) else None
+
+
+def restore_task_state(task: object, model: nn.Module, state: dict[str, Any] | None) -> None:
+    """Give a resumed task back its :func:`task_state` (``load_extra_state(model, state)``)."""
+    load = getattr(task, "load_extra_state", None)
+    if state is not None and callable(load):
+        load(model, state)
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss or gradient norm became NaN/inf; no state was written for that epoch."""
 
