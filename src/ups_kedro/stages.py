@@ -19,6 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def default_checkpoint_path(stage: str) -> str:
+    """Where the base catalog writes a stage's checkpoint, relative to the project root."""
+    return f"data/06_models/{stage}.pt"
+
+
 @dataclass(frozen=True)
 class CorrectorStage:
     """One corrector stage and the facts the consumers (evaluation, promotion, inference) need.
@@ -53,7 +58,7 @@ class CorrectorStage:
     @property
     def default_path(self) -> str:
         """Where the catalog writes its checkpoint (inference's default ``checkpoints`` path)."""
-        return f"data/06_models/{self.name}.pt"
+        return default_checkpoint_path(self.name)
 
 
 #: Corrector stages in training order (a later one may read an earlier one's checkpoint, e.g.

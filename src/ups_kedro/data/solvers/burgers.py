@@ -13,8 +13,7 @@ from ups_kedro.data.solvers.spectral import (
     _BURGERS_CHUNK,
     _FFT_WORKERS,
     _check_field,
-    _check_positive,
-    _check_t_save,
+    _check_run,
     _CoefficientCache,
     _integrate_grouped,
     _ladder_steps,
@@ -208,11 +207,7 @@ def solve_burgers(
         ValueError: non-finite ``u0``, ``nu <= 0``, invalid ``t_save``, ``dt`` or ``cfl``.
     """
     u, batched = _check_field("u0", u0, 1)
-    nu = _check_positive("nu", nu)
-    t = _check_t_save(t_save)
-    if dt is not None:
-        dt = _check_positive("dt", dt)
-    cfl = _check_positive("cfl", cfl)
+    nu, t, dt, cfl = _check_run(nu, t_save, dt, cfl)
     out = _integrate_burgers(u, nu, t, dt, dealias, cfl, dtype, max(1, int(n_threads)))
     return out if batched else out[0]
 

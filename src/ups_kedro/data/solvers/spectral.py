@@ -62,6 +62,13 @@ def _check_t_save(t_save: np.ndarray) -> np.ndarray:
     return t
 
 
+def _check_run(nu: float, t_save: np.ndarray, dt: float | None, cfl: float
+               ) -> tuple[float, np.ndarray, float | None, float]:
+    """The arguments every solver checks the same way: ``(nu, t, dt, cfl)``, validated."""
+    return (_check_positive("nu", nu), _check_t_save(t_save),
+            None if dt is None else _check_positive("dt", dt), _check_positive("cfl", cfl))
+
+
 def _check_field(name: str, u: np.ndarray, ndim_spatial: int) -> tuple[np.ndarray, bool]:
     """Return ``(u as float64 with a batch axis, had_batch_axis)``; raise on bad shape/NaN/inf."""
     arr = np.asarray(u, dtype=np.float64)

@@ -12,7 +12,7 @@ from ups_kedro.data.solvers.spectral import (
     _VORTICITY_CHUNK,
     _check_field,
     _check_positive,
-    _check_t_save,
+    _check_run,
     _CoefficientCache,
     _integrate_grouped,
     _ladder_steps,
@@ -113,11 +113,7 @@ def solve_vorticity2d(
             or ``cfl``.
     """
     w, batched = _check_field("w0", w0, 2)
-    nu = _check_positive("nu", nu)
-    t = _check_t_save(t_save)
-    if dt is not None:
-        dt = _check_positive("dt", dt)
-    cfl = _check_positive("cfl", cfl)
+    nu, t, dt, cfl = _check_run(nu, t_save, dt, cfl)
     out = _integrate_vorticity(w, nu, t, dt, forcing, cfl, dtype, max(1, int(n_threads)))
     return out if batched else out[0]
 

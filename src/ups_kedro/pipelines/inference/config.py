@@ -7,7 +7,7 @@ from typing import Literal
 
 from ups_kedro.config import Checked, ConfigError, bounded
 from ups_kedro.evaluation.suite import VariantParams
-from ups_kedro.stages import BASE_STAGES, CORRECTORS
+from ups_kedro.stages import BASE_STAGES, CORRECTORS, default_checkpoint_path
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,8 @@ STEADY_STAGES: tuple[str, ...] = ("steady_autoencoder", "steady_prior")
 def default_checkpoint_paths() -> dict[str, str | None]:
     """``{stage: path}`` where the catalog writes each checkpoint in the default data folder;
     the corrector stages come from the registry (:mod:`ups_kedro.stages`)."""
-    return {**{stage: f"data/06_models/{stage}.pt" for stage in BASE_STAGES},
-            **{c.name: c.default_path for c in CORRECTORS},
-            **{stage: f"data/06_models/{stage}.pt" for stage in STEADY_STAGES}}
+    stages = (*BASE_STAGES, *(c.name for c in CORRECTORS), *STEADY_STAGES)
+    return {stage: default_checkpoint_path(stage) for stage in stages}
 
 
 @dataclass(frozen=True)
